@@ -1,0 +1,1 @@
+"""The mimzoo command-line application (Typer); ``mimzoo_cli.app:app`` is the console script."""

@@ -1,0 +1,40 @@
+"""Rich rendering of the training loop's reports (the library's Reporter)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from mimzoo.engine.pretrain import Reporter
+from mimzoo_cli.console import console
+
+
+class RichReporter(Reporter):
+    def __init__(self) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        )
+        self.task = None
+
+    def message(self, text: str) -> None:
+        self.progress.console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    def start(self, total_steps: int, done_steps: int) -> None:
+        self.progress.start()
+        self.task = self.progress.add_task("pretrain", total=total_steps, completed=done_steps, stats="")
+
+    def update(self, step: int, logs: dict[str, Any]) -> None:
+        stats = f"loss {logs['loss']:.4f} lr {logs['lr']:.2e} {logs['img_per_s']:.0f} img/s"
+        self.progress.update(self.task, completed=step, stats=stats)
+
+    def stop(self) -> None:
+        if self.task is not None:
+            self.progress.update(self.task, completed=self.progress.tasks[0].total)
+        self.progress.stop()

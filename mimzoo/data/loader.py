@@ -1,0 +1,77 @@
+"""Reproducible pretraining batches: per-sample seeded views, resumable epoch order, device-side normalisation."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from mimzoo.data.sources import ImageFolderSource, NpzPackSource
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+MAX_BAD_IN_A_ROW = 16
+
+
+class ViewDataset(Dataset):
+    """(uint8 view (3, S, S), index of an unreadable image replaced by a neighbour, or -1).
+
+    The view of sample i in epoch e depends only on (seed, e, i): results do not depend on the number of
+    workers, and a resumed run sees exactly the views an uninterrupted one would. Unreadable or corrupt
+    files are skipped (the next readable image stands in) and reported back so the trainer counts them.
+    """
+
+    def __init__(self, source: ImageFolderSource | NpzPackSource,
+                 transform: Callable[[Image.Image, torch.Generator], torch.Tensor], seed: int) -> None:
+        self.source, self.transform, self.seed = source, transform, seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        gen = torch.Generator().manual_seed(hash((self.seed, self.epoch, index)) & 0x7FFF_FFFF_FFFF_FFFF)
+        bad = -1
+        for offset in range(MAX_BAD_IN_A_ROW):
+            i = (index + offset) % len(self.source)
+            try:
+                img = self.source.load(i)
+            except (OSError, ValueError, SyntaxError):  # what PIL raises for truncated or corrupt files
+                bad = i if bad < 0 else bad
+                continue
+            return self.transform(img, gen), bad
+        raise RuntimeError(f"{MAX_BAD_IN_A_ROW} unreadable images in a row from {self.source.describe(index)}")
+
+
+class ResumableSampler(DistributedSampler):
+    """DistributedSampler (also for one process) that can start an epoch part-way, after a resume."""
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, seed: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=True)
+        self.skip = 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        super().set_epoch(epoch)
+        self.skip = skip
+
+    def __iter__(self):
+        return iter(list(super().__iter__())[self.skip :])
+
+    def __len__(self) -> int:
+        return self.num_samples - self.skip
+
+
+def make_loader(dataset: ViewDataset, sampler: ResumableSampler, batch_size: int, workers: int,
+                pin_memory: bool) -> DataLoader:
+    # A private generator keeps worker seeding off the global RNG, whose state the checkpoint restores.
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=True,
+                      pin_memory=pin_memory, generator=torch.Generator(), persistent_workers=False)
+
+
+def normalize(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 (B, 3, H, W) -> float32 on ``device``, ImageNet mean/std normalised."""
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    return (images.to(device, non_blocking=True).float() / 255 - mean) / std

@@ -1,0 +1,106 @@
+"""Image sources: a folder of image files, an npz pack of JPEG bytes, or the built-in sample.
+
+A source only knows how to list and decode its images; augmentation lives in ``transforms.py``.
+Data specs on the command line:
+- ``builtin`` (or ``builtin:test``): the CIFAR-10 sample shipped in the package;
+- ``PATH.npz`` or ``PATH.npz:SPLIT``: an npz pack with ``SPLIT_jpeg`` + ``SPLIT_offsets`` (labels optional);
+- a folder: images found recursively (jpg, jpeg, png, webp, bmp); class subfolders give labels.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from mimzoo.errors import MimzooError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+BUILTIN_SAMPLE = Path(__file__).parent / "sample" / "cifar10_sample.npz"
+
+
+class ImageFolderSource:
+    """Every image under ``root`` (recursive, sorted). Labels come from the first-level subfolder when all
+    images sit in subfolders (ImageNet layout); a flat folder has no labels (-1)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        if not self.paths:
+            raise MimzooError(
+                f"no images found in {root} (looked recursively for {', '.join(IMAGE_EXTENSIONS)}); "
+                "point --data at a folder of images or an .npz pack"
+            )
+        parts = [p.relative_to(root).parts for p in self.paths]
+        if all(len(part) > 1 for part in parts):
+            self.classes = sorted({part[0] for part in parts})
+            index = {name: i for i, name in enumerate(self.classes)}
+            self.labels = np.array([index[part[0]] for part in parts], dtype=np.int64)
+        else:
+            self.classes = []
+            self.labels = np.full(len(self.paths), -1, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def load(self, index: int) -> Image.Image:
+        with Image.open(self.paths[index]) as img:
+            return img.convert("RGB")
+
+    def describe(self, index: int) -> str:
+        return str(self.paths[index])
+
+
+class NpzPackSource:
+    """Images stored as concatenated encoded bytes (``SPLIT_jpeg``) with ``SPLIT_offsets`` (N + 1,)."""
+
+    def __init__(self, path: Path, split: str = "train") -> None:
+        self.path, self.split = path, split
+        try:
+            pack = np.load(path, allow_pickle=False)
+            keys = set(pack.files)
+        except (OSError, ValueError) as exc:
+            raise MimzooError(f"cannot read {path} as an npz pack ({exc}); pass a pack made with numpy.savez") from None
+        if f"{split}_jpeg" not in keys or f"{split}_offsets" not in keys:
+            splits = sorted(k[: -len("_jpeg")] for k in keys if k.endswith("_jpeg"))
+            raise MimzooError(
+                f"{path} has no split {split!r} (needs keys {split}_jpeg and {split}_offsets); "
+                f"splits in the pack: {', '.join(splits) or 'none'}; use --data {path}:SPLIT"
+            )
+        self.buffer = pack[f"{split}_jpeg"]
+        self.offsets = pack[f"{split}_offsets"]
+        labels_key = f"{split}_labels"
+        self.labels = pack[labels_key].astype(np.int64) if labels_key in keys else np.full(len(self), -1)
+        self.classes = [str(c) for c in pack["classes"]] if "classes" in keys else []
+        if len(self) == 0:
+            raise MimzooError(f"no images found in split {split!r} of {path}")
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def load(self, index: int) -> Image.Image:
+        start, end = int(self.offsets[index]), int(self.offsets[index + 1])
+        with Image.open(io.BytesIO(self.buffer[start:end].tobytes())) as img:
+            return img.convert("RGB")
+
+    def describe(self, index: int) -> str:
+        return f"{self.path}:{self.split}[{index}]"
+
+
+def open_source(spec: str) -> ImageFolderSource | NpzPackSource:
+    """Resolve a data spec (see the module docstring) to a source, with one-line errors for bad specs."""
+    if spec == "builtin" or spec.startswith("builtin:"):
+        return NpzPackSource(BUILTIN_SAMPLE, spec.partition(":")[2] or "train")
+    path_str, split = spec, "train"
+    if ".npz:" in spec:
+        path_str, split = spec.rsplit(":", 1)
+    path = Path(path_str).expanduser()
+    if not path.exists():
+        raise MimzooError(f"data path {path} does not exist; pass --data with a folder of images or an .npz pack")
+    if path.is_dir():
+        return ImageFolderSource(path)
+    if path.suffix == ".npz":
+        return NpzPackSource(path, split)
+    raise MimzooError(f"data path {path} is neither a folder nor an .npz pack; pass a folder of images or a .npz file")

@@ -1,0 +1,58 @@
+"""Pretraining views, drawn from an explicit generator so every sample is reproducible.
+
+Each transform maps a PIL image to a uint8 tensor (3, S, S); normalisation happens on the training device
+(``mimzoo.data.loader.normalize``), which keeps worker-to-GPU copies 4x smaller.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def rrc_box(width: int, height: int, scale: tuple[float, float], ratio: tuple[float, float],
+            gen: torch.Generator) -> tuple[int, int, int, int]:
+    """torchvision's RandomResizedCrop sampling (10 tries, then a centre crop): (left, top, w, h)."""
+    area = width * height
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        u = torch.rand(3, generator=gen).tolist()
+        target_area = area * (scale[0] + u[0] * (scale[1] - scale[0]))
+        aspect = math.exp(log_ratio[0] + u[1] * (log_ratio[1] - log_ratio[0]))
+        w = int(round(math.sqrt(target_area * aspect)))
+        h = int(round(math.sqrt(target_area / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            left = int(torch.randint(0, width - w + 1, (1,), generator=gen))
+            top = int(torch.randint(0, height - h + 1, (1,), generator=gen))
+            return left, top, w, h
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        w, h = width, int(round(width / ratio[0]))
+    elif in_ratio > ratio[1]:
+        w, h = int(round(height * ratio[1])), height
+    else:
+        w, h = width, height
+    return (width - w) // 2, (height - h) // 2, w, h
+
+
+def to_uint8_tensor(img: Image.Image) -> torch.Tensor:
+    """PIL RGB -> (3, H, W) uint8."""
+    return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+
+class RandomResizedCropFlip:
+    """MAE's view: RandomResizedCrop(size, scale=(0.2, 1)), bicubic, then a horizontal flip with p = 0.5."""
+
+    def __init__(self, size: int, scale: tuple[float, float] = (0.2, 1.0),
+                 ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> None:
+        self.size, self.scale, self.ratio = size, scale, ratio
+
+    def __call__(self, img: Image.Image, gen: torch.Generator) -> torch.Tensor:
+        left, top, w, h = rrc_box(img.width, img.height, self.scale, self.ratio, gen)
+        out = img.resize((self.size, self.size), Image.BICUBIC, box=(left, top, left + w, top + h))
+        if torch.rand(1, generator=gen).item() < 0.5:
+            out = out.transpose(Image.FLIP_LEFT_RIGHT)
+        return to_uint8_tensor(out)

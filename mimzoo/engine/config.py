@@ -1,0 +1,63 @@
+"""Pretraining configuration: one plain dataclass, saved as JSON in the run folder and in every checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from mimzoo.errors import MimzooError
+
+
+@dataclass
+class PretrainConfig:
+    """Defaults are MAE's recipe (methods.md section 1); ``DEMO`` is what runs with no --data."""
+
+    method: str = "mae"
+    arch: str = "vit_base_patch16_224"
+    data: str = "builtin"
+    out: str = "runs/mae"
+    epochs: int = 400
+    warmup_epochs: int = 40
+    batch_size: int = 64  # per process; effective batch = batch_size x accum x world size
+    accum: int = 1
+    blr: float = 1.5e-4  # lr = blr x effective batch / 256
+    min_lr: float = 0.0
+    weight_decay: float = 0.05
+    clip_grad: float | None = None
+    mask_ratio: float = 0.75
+    norm_pix_loss: bool = True
+    seed: int = 0
+    workers: int = field(default_factory=lambda: min(8, os.cpu_count() or 1))
+    device: str = "auto"
+    compile: bool = False
+    log_every: int = 10  # optimizer steps between metrics lines
+    ckpt_every: int = 200  # optimizer steps between checkpoints (and one at every epoch end)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "PretrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def validate(self) -> None:
+        checks = [
+            (self.epochs >= 1, "--epochs must be at least 1"),
+            (0 <= self.warmup_epochs <= self.epochs, "--warmup-epochs must be between 0 and --epochs"),
+            (self.batch_size >= 1 and self.accum >= 1, "--batch-size and --accum must be at least 1"),
+            (0 <= self.mask_ratio < 1, "--mask-ratio must be in [0, 1)"),
+            (self.blr > 0, "--blr must be positive"),
+            (self.workers >= 0, "--workers must be 0 or more"),
+            (self.log_every >= 1 and self.ckpt_every >= 1, "--log-every and --ckpt-every must be at least 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise MimzooError(message)
+
+
+# `mimzoo pretrain` with no arguments: MAE on the built-in CIFAR-10 sample with a tiny ViT, a few CPU minutes.
+DEMO = dict(arch="vit_tiny_patch4_32", data="builtin", out="runs/demo", epochs=10, warmup_epochs=1,
+            batch_size=64, blr=1.5e-3)

@@ -1,0 +1,285 @@
+"""The pretraining loop: DDP, bf16 on CUDA, gradient accumulation, atomic checkpoints, exact resume.
+
+A run folder holds ``config.json`` (resolved config), ``metrics.jsonl`` (one line per log step),
+``checkpoint.pt`` (everything needed to resume) and, at the end, ``export/`` (a plain-timm encoder).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from timm.optim import param_groups_weight_decay
+from timm.scheduler import CosineLRScheduler
+from torch.nn.parallel import DistributedDataParallel
+
+from mimzoo.archs import get_arch
+from mimzoo.data.loader import ResumableSampler, ViewDataset, make_loader, normalize
+from mimzoo.data.sources import open_source
+from mimzoo.data.transforms import RandomResizedCropFlip
+from mimzoo.engine import distributed as dist_utils
+from mimzoo.engine.checkpoint import CHECKPOINT, atomic_path, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from mimzoo.engine.config import PretrainConfig
+from mimzoo.engine.distributed import DistContext
+from mimzoo.errors import MimzooError
+from mimzoo.hub.export import export_encoder
+from mimzoo.methods import Pretrainer, build_method
+
+NO_WEIGHT_DECAY = ("*pos_embed", "*cls_token", "*reg_token", "*mask_token")
+
+
+class Reporter:
+    """How the loop talks to a user; the CLI renders it with rich. Only rank 0's reporter is used."""
+
+    def message(self, text: str) -> None:
+        print(text, flush=True)
+
+    def start(self, total_steps: int, done_steps: int) -> None: ...
+
+    def update(self, step: int, logs: dict[str, Any]) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+@dataclass
+class Schedule:
+    """Step accounting: a step is one optimizer update of ``accum`` micro-batches on every rank."""
+
+    steps_per_epoch: int
+    epochs: int
+    warmup_epochs: int
+    effective_batch: int
+    lr: float
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.epochs
+
+
+def plan_schedule(cfg: PretrainConfig, dataset_size: int, world_size: int) -> Schedule:
+    effective = cfg.batch_size * cfg.accum * world_size
+    steps = dataset_size // effective
+    if steps == 0:
+        raise MimzooError(
+            f"effective batch {effective} (--batch-size {cfg.batch_size} x --accum {cfg.accum} x {world_size} "
+            f"processes) is larger than the dataset ({dataset_size} images); lower --batch-size or --accum"
+        )
+    return Schedule(steps, cfg.epochs, cfg.warmup_epochs, effective, cfg.blr * effective / 256)
+
+
+def resolve_run_config(cfg: PretrainConfig, resume: bool, explicit: set[str]) -> PretrainConfig:
+    """For a resume, start from the checkpoint's config and apply only options the user gave explicitly."""
+    ckpt_path = Path(cfg.out) / CHECKPOINT
+    if not resume:
+        if ckpt_path.exists():
+            raise MimzooError(f"{cfg.out} already holds a run; continue it with --resume or choose a new --out")
+        return cfg
+    if not ckpt_path.exists():
+        raise MimzooError(f"no checkpoint to resume in {cfg.out}; drop --resume to start a new run there")
+    saved = PretrainConfig.from_dict(load_checkpoint(ckpt_path, torch.device("cpu"))["config"])
+    for key in ("arch", "method"):
+        if key in explicit and getattr(cfg, key) != getattr(saved, key):
+            raise MimzooError(
+                f"{cfg.out} was pretrained with {key} {getattr(saved, key)!r}, not {getattr(cfg, key)!r}; "
+                f"drop --{key} to resume it or choose a new --out"
+            )
+    for key in explicit - {"arch", "method", "out"}:
+        setattr(saved, key, getattr(cfg, key))
+    saved.out = cfg.out
+    return saved
+
+
+def pretrain(cfg: PretrainConfig, resume: bool = False, explicit: set[str] | None = None,
+             reporter: Reporter | None = None) -> Path:
+    """Pretrain ``cfg.method`` on ``cfg.data``; returns the export folder. Works under torchrun."""
+    cfg.validate()
+    arch = get_arch(cfg.arch)
+    ctx = dist_utils.init_distributed(cfg.device)
+    try:
+        cfg = resolve_run_config(cfg, resume, explicit or set())
+        return _Trainer(cfg, arch, ctx, reporter if ctx.is_main and reporter else _Silent()).run()
+    finally:
+        dist_utils.shutdown_distributed()
+
+
+class _Silent(Reporter):
+    def message(self, text: str) -> None: ...
+
+
+class _Trainer:
+    def __init__(self, cfg: PretrainConfig, arch, ctx: DistContext, reporter: Reporter) -> None:
+        self.cfg, self.arch, self.ctx, self.reporter = cfg, arch, ctx, reporter
+        self.run_dir = Path(cfg.out)
+        source = open_source(cfg.data)
+        self.dataset = ViewDataset(source, RandomResizedCropFlip(arch.img_size), cfg.seed)
+        self.sampler = ResumableSampler(self.dataset, ctx.world_size, ctx.rank, cfg.seed)
+        self.schedule = plan_schedule(cfg, len(self.dataset), ctx.world_size)
+
+        torch.manual_seed(cfg.seed)
+        self.method: Pretrainer = build_method(arch, cfg).to(ctx.device)
+        groups = param_groups_weight_decay(self.method, cfg.weight_decay, no_weight_decay_list=NO_WEIGHT_DECAY)
+        self.optimizer = torch.optim.AdamW(groups, lr=self.schedule.lr, betas=(0.9, 0.95))
+        self.scheduler = CosineLRScheduler(
+            self.optimizer,
+            t_initial=max(1, self.schedule.total_steps - self.schedule.warmup_epochs * self.schedule.steps_per_epoch),
+            lr_min=cfg.min_lr,
+            warmup_t=self.schedule.warmup_epochs * self.schedule.steps_per_epoch,
+            warmup_lr_init=0.0,
+            warmup_prefix=True,
+            t_in_epochs=False,
+        )
+        self.step, self.skipped = 0, 0
+        self.model: torch.nn.Module = self.method
+        if ctx.enabled:
+            ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+            self.model = DistributedDataParallel(self.method, device_ids=ids)
+        if cfg.compile:
+            self.model = torch.compile(self.model)
+        torch.manual_seed(cfg.seed + ctx.rank)  # masks differ per rank; init above is shared
+        if (self.run_dir / CHECKPOINT).exists():
+            self._load()
+
+    # ---- checkpoints ----------------------------------------------------------------------------
+    def _load(self) -> None:
+        state = load_checkpoint(self.run_dir / CHECKPOINT, self.ctx.device)
+        self.method.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step, self.skipped = state["step"], state["skipped"]
+        rng = state["rng"]
+        if len(rng) == self.ctx.world_size:
+            set_rng_state(rng[self.ctx.rank])
+        else:  # a different process count: views are still exact, masks continue from a fresh seed
+            torch.manual_seed(self.cfg.seed + self.ctx.rank + self.step)
+        if self.ctx.is_main:
+            self._truncate_metrics()
+        self.reporter.message(f"resumed {self.run_dir} at step {self.step} of {self.schedule.total_steps}")
+
+    def _truncate_metrics(self) -> None:
+        """Drop metrics lines logged after the checkpoint: the resumed run logs those steps again."""
+        path = self.run_dir / "metrics.jsonl"
+        if path.exists():
+            lines = [line for line in path.read_text().splitlines() if _logged_step(line) <= self.step]
+            with atomic_path(path) as tmp:
+                tmp.write_text("".join(line + "\n" for line in lines))
+
+    def _save(self) -> None:
+        rng = dist_utils.all_gather_object(self.ctx, rng_state())
+        if self.ctx.is_main:
+            save_checkpoint(self.run_dir / CHECKPOINT, {
+                "model": self.method.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "step": self.step,
+                "skipped": self.skipped,
+                "rng": rng,
+                "config": self.cfg.to_dict(),
+            })
+        dist_utils.barrier(self.ctx)
+
+    # ---- the loop -------------------------------------------------------------------------------
+    def run(self) -> Path:
+        cfg, sched = self.cfg, self.schedule
+        if self.ctx.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            with atomic_path(self.run_dir / "config.json") as tmp:
+                tmp.write_text(json.dumps({**cfg.to_dict(), "world_size": self.ctx.world_size}, indent=2))
+        self.reporter.message(
+            f"{cfg.method} {cfg.arch} on {cfg.data} ({len(self.dataset)} images): effective batch "
+            f"{cfg.batch_size} x accum {cfg.accum} x {self.ctx.world_size} processes = {sched.effective_batch}, "
+            f"lr = blr {cfg.blr:g} x {sched.effective_batch}/256 = {sched.lr:.3g}, {sched.steps_per_epoch} steps/epoch, "
+            f"{cfg.epochs} epochs, device {self.ctx.device}"
+        )
+        self.scheduler.step_update(self.step)
+        self.reporter.start(sched.total_steps, self.step)
+        try:
+            while self.step < sched.total_steps:
+                self._run_epoch(self.step // sched.steps_per_epoch)
+        finally:
+            self.reporter.stop()
+        dist_utils.check_replicas_in_sync(self.ctx, self.method)
+        export = self.run_dir / "export"
+        if self.ctx.is_main:
+            export_encoder(self.method.encoder, self.arch, export, cfg.to_dict())
+            self.reporter.message(f"done: encoder exported to {export} (loads with plain timm)")
+        dist_utils.barrier(self.ctx)
+        return export
+
+    def _run_epoch(self, epoch: int) -> None:
+        cfg, sched = self.cfg, self.schedule
+        done_in_epoch = self.step - epoch * sched.steps_per_epoch
+        self.dataset.epoch = epoch
+        self.sampler.set_epoch(epoch, skip=done_in_epoch * cfg.accum * cfg.batch_size)
+        batches = iter(make_loader(self.dataset, self.sampler, cfg.batch_size, cfg.workers,
+                                   pin_memory=self.ctx.device.type == "cuda"))
+        window_start, window_images = time.perf_counter(), 0
+        for _ in range(done_in_epoch, sched.steps_per_epoch):
+            lr = self.optimizer.param_groups[0]["lr"]
+            loss, grad_norm, logs = self._optimizer_step(batches)
+            self.step += 1
+            self.scheduler.step_update(self.step)
+            window_images += sched.effective_batch
+            end_of_epoch = self.step % sched.steps_per_epoch == 0
+            if self.step % cfg.log_every == 0 or end_of_epoch:
+                elapsed = time.perf_counter() - window_start
+                self._log({"step": self.step, "epoch": round(self.step / sched.steps_per_epoch, 4), "loss": loss,
+                           "lr": lr, "grad_norm": grad_norm, "img_per_s": round(window_images / elapsed, 1),
+                           "skipped_images": self.skipped, **logs})
+                window_start, window_images = time.perf_counter(), 0
+            if self.step % cfg.ckpt_every == 0 or end_of_epoch:
+                self._save()
+
+    def _optimizer_step(self, batches) -> tuple[float, float, dict[str, float]]:
+        cfg, device = self.cfg, self.ctx.device
+        loss_sum = torch.zeros((), device=device)
+        for micro in range(cfg.accum):
+            images, bad = next(batches)
+            self._count_skipped(bad)
+            sync = micro == cfg.accum - 1
+            no_sync = self.model.no_sync() if self.ctx.enabled and not sync else nullcontext()
+            with no_sync:
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                    out = self.model(normalize(images, device))
+                (out.loss / cfg.accum).backward()
+            loss_sum += out.loss.detach().float()
+        max_norm = cfg.clip_grad if cfg.clip_grad else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.method.parameters(), max_norm)
+        loss = dist_utils.mean_across_ranks(self.ctx, loss_sum / cfg.accum).item()
+        if not (math.isfinite(loss) and math.isfinite(grad_norm.item())):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise MimzooError(
+                f"non-finite loss ({loss}) or gradient norm at step {self.step + 1}; stopped, the last good "
+                f"checkpoint is kept in {self.run_dir} (lower --blr or set --clip-grad, then --resume)"
+            )
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        logs = {k: [round(x, 6) for x in v.detach().float().flatten().tolist()] if v.numel() > 1 else v.item()
+                for k, v in out.logs.items()}
+        return loss, grad_norm.item(), logs
+
+    def _count_skipped(self, bad: torch.Tensor) -> None:
+        bad = bad[bad >= 0]
+        if bad.numel():
+            self.skipped += bad.numel()
+            names = ", ".join(self.dataset.source.describe(int(i)) for i in bad[:3])
+            self.reporter.message(f"warning: skipped {bad.numel()} unreadable image(s): {names}")
+
+    def _log(self, record: dict[str, Any]) -> None:
+        self.reporter.update(self.step, record)
+        if self.ctx.is_main:
+            with open(self.run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+def _logged_step(line: str) -> float:
+    """The step of a metrics line; a line cut short by a kill counts as after every checkpoint."""
+    try:
+        return json.loads(line)["step"]
+    except (json.JSONDecodeError, KeyError):
+        return math.inf

@@ -1,0 +1,1 @@
+"""Export to timm's Hub layout (and, later, model cards and push/pull backends)."""

@@ -1,0 +1,43 @@
+"""MAE (He et al., 2021): mask 75% of the patches, encode the visible ones, reconstruct the norm-pix target.
+
+Read top to bottom: mask -> encode visible -> decode all -> loss on masked patches (methods.md section 1).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mimzoo.archs import Arch
+from mimzoo.masking import random_token_mask
+from mimzoo.methods.base import MethodOutput, Pretrainer
+from mimzoo.models.decoder import MaskedDecoder
+from mimzoo.models.encoder import create_encoder, encode_visible
+from mimzoo.targets import masked_mse, norm_pix, patchify
+
+
+class MAE(Pretrainer):
+    def __init__(self, arch: Arch, mask_ratio: float = 0.75, norm_pix_loss: bool = True) -> None:
+        super().__init__()
+        self.arch, self.mask_ratio, self.norm_pix_loss = arch, mask_ratio, norm_pix_loss
+        self.encoder = create_encoder(arch)
+        self.decoder = MaskedDecoder(
+            in_dim=self.encoder.embed_dim,
+            num_patches=arch.num_patches,
+            out_dim=arch.patch_size**2 * 3,
+            dim=arch.decoder_dim,
+            depth=arch.decoder_depth,
+            num_heads=arch.decoder_heads,
+            num_prefix_tokens=self.encoder.num_prefix_tokens,
+        )
+
+    def target(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, N, p*p*3), per-patch normalised when norm_pix_loss."""
+        patches = patchify(images, self.arch.patch_size)
+        return norm_pix(patches) if self.norm_pix_loss else patches
+
+    def forward(self, images: torch.Tensor) -> MethodOutput:
+        mask = random_token_mask(images.shape[0], self.arch.num_patches, self.mask_ratio, images.device)
+        encoded = encode_visible(self.encoder, images, mask.idx_keep)
+        pred = self.decoder(encoded.tokens, mask.idx_restore)  # (B, N, p*p*3)
+        target = self.target(images)
+        return MethodOutput(masked_mse(pred, target, mask.mask), pred, target, mask.mask)

@@ -1,0 +1,1 @@
+"""Encoder verbs (a plain timm ViT run on visible tokens) and decoders."""
