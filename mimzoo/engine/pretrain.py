@@ -98,11 +98,11 @@ def resolve_run_config(cfg: PretrainConfig, resume: bool, explicit: set[str]) ->
 def pretrain(cfg: PretrainConfig, resume: bool = False, explicit: set[str] | None = None,
              reporter: Reporter | None = None) -> Path:
     """Pretrain ``cfg.method`` on ``cfg.data``; returns the export folder. Works under torchrun."""
+    cfg = resolve_run_config(cfg, resume, explicit or set())
     cfg.validate()
     arch = get_arch(cfg.arch)
     ctx = dist_utils.init_distributed(cfg.device)
     try:
-        cfg = resolve_run_config(cfg, resume, explicit or set())
         return _Trainer(cfg, arch, ctx, reporter if ctx.is_main and reporter else _Silent()).run()
     finally:
         dist_utils.shutdown_distributed()
@@ -150,7 +150,11 @@ class _Trainer:
         state = load_checkpoint(self.run_dir / CHECKPOINT, self.ctx.device)
         self.method.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        fresh = self.scheduler.state_dict()
+        if all(state["scheduler"].get(k) == fresh[k] for k in ("t_initial", "warmup_t", "lr_min")):
+            self.scheduler.load_state_dict(state["scheduler"])
+        else:  # --epochs or --warmup-epochs changed on resume: the lr follows the new schedule from here
+            self.reporter.message("schedule changed since the checkpoint: the lr follows the new schedule")
         self.step, self.skipped = state["step"], state["skipped"]
         rng = state["rng"]
         if len(rng) == self.ctx.world_size:
@@ -203,7 +207,8 @@ class _Trainer:
                 self._run_epoch(self.step // sched.steps_per_epoch)
         finally:
             self.reporter.stop()
-        dist_utils.check_replicas_in_sync(self.ctx, self.method)
+        if self.ctx.enabled:
+            self.reporter.message(dist_utils.check_replicas_in_sync(self.ctx, self.method))
         export = self.run_dir / "export"
         if self.ctx.is_main:
             export_encoder(self.method.encoder, self.arch, export, cfg.to_dict())

@@ -1,0 +1,63 @@
+"""Shared fixtures: tiny real data (decoded from the built-in CIFAR-10 sample) and CLI helpers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from mimzoo.data.sources import BUILTIN_SAMPLE, NpzPackSource
+
+TINY_ARCH = "vit_tiny_patch4_32"
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory) -> Path:
+    """48 real photos as class-subfolder PNG/JPEG files (two classes, 36x40 px so crops really resize)."""
+    root = tmp_path_factory.mktemp("images")
+    source = NpzPackSource(BUILTIN_SAMPLE)
+    for i in range(48):
+        label = int(source.labels[i * 40])
+        img = source.load(i * 40).resize((40, 36))
+        folder = root / source.classes[label]
+        folder.mkdir(exist_ok=True)
+        img.save(folder / f"{i:03d}.{'png' if i % 2 else 'jpg'}")
+    return root
+
+
+@pytest.fixture(scope="session")
+def npz_pack(tmp_path_factory) -> Path:
+    """A 40-image pack in the shared-data format (train_jpeg / train_offsets / train_labels)."""
+    data = np.load(BUILTIN_SAMPLE)
+    offsets = data["train_offsets"][:41]
+    path = tmp_path_factory.mktemp("pack") / "pack.npz"
+    np.savez(path, train_jpeg=data["train_jpeg"][: offsets[-1]], train_offsets=offsets,
+             train_labels=data["train_labels"][:40], classes=data["classes"])
+    return path
+
+
+@pytest.fixture()
+def cli():
+    """Invoke the Typer app in-process; returns the click Result."""
+    from mimzoo_cli.app import app
+
+    runner = CliRunner()
+    return lambda *args: runner.invoke(app, [str(a) for a in args])
+
+
+def tiny_pretrain_args(data: Path, out: Path, *extra) -> list[str]:
+    return ["pretrain", "--data", data, "--arch", TINY_ARCH, "--out", out, "--batch-size", "8", "--epochs", "1",
+            "--warmup-epochs", "0", "--workers", "0", "--blr", "1e-3", *extra]
+
+
+def run_python(code: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run code in a fresh interpreter (used to prove plain timm needs no mimzoo import)."""
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=tempfile.gettempdir())

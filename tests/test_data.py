@@ -1,0 +1,95 @@
+import numpy as np
+import pytest
+import torch
+
+from mimzoo.data.loader import ResumableSampler, ViewDataset, make_loader
+from mimzoo.data.sources import ImageFolderSource, NpzPackSource, open_source
+from mimzoo.data.transforms import RandomResizedCropFlip, rrc_box
+from mimzoo.errors import MimzooError
+
+
+def test_folder_with_class_subfolders_has_labels(image_folder):
+    source = open_source(str(image_folder))
+    assert isinstance(source, ImageFolderSource) and len(source) == 48
+    assert len(source.classes) >= 2 and source.labels.min() == 0
+    assert source.load(0).mode == "RGB"
+
+
+def test_flat_folder_has_no_labels(tmp_path, image_folder):
+    for i, path in enumerate(sorted(image_folder.rglob("*.png"))[:3]):
+        (tmp_path / f"{i}.PNG").write_bytes(path.read_bytes())
+    source = open_source(str(tmp_path))
+    assert len(source) == 3 and source.classes == [] and np.all(source.labels == -1)
+
+
+def test_npz_pack_and_split_spec(npz_pack):
+    source = open_source(str(npz_pack))
+    assert isinstance(source, NpzPackSource) and len(source) == 40
+    assert source.load(3).size == (32, 32)
+    with pytest.raises(MimzooError, match="no split 'val'.*splits in the pack: train"):
+        open_source(f"{npz_pack}:val")
+
+
+def test_builtin_sample():
+    assert len(open_source("builtin")) == 2000
+    assert len(open_source("builtin:test")) == 500
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda p: p / "missing", "does not exist"),
+    (lambda p: p, "no images found"),
+    (lambda p: (p / "x.txt").write_text("hi") and p / "x.txt", "neither a folder nor an .npz"),
+])
+def test_bad_data_specs(tmp_path, make, message):
+    with pytest.raises(MimzooError, match=message):
+        open_source(str(make(tmp_path)))
+
+
+def test_rrc_box_stays_inside_and_covers_the_scale_range():
+    gen = torch.Generator().manual_seed(0)
+    areas = []
+    for _ in range(200):
+        left, top, w, h = rrc_box(50, 40, (0.2, 1.0), (3 / 4, 4 / 3), gen)
+        assert 0 <= left and left + w <= 50 and 0 <= top and top + h <= 40
+        areas.append(w * h / 2000)
+    assert min(areas) < 0.3 and max(areas) > 0.8
+
+
+def test_views_depend_only_on_seed_epoch_index(image_folder):
+    ds = ViewDataset(open_source(str(image_folder)), RandomResizedCropFlip(32), seed=3)
+    first, _ = ds[5]
+    assert first.dtype == torch.uint8 and first.shape == (3, 32, 32)
+    assert torch.equal(ds[5][0], first)
+    ds.epoch = 1
+    assert not torch.equal(ds[5][0], first)
+
+
+def test_loader_batches_do_not_depend_on_worker_count(image_folder):
+    ds = ViewDataset(open_source(str(image_folder)), RandomResizedCropFlip(32), seed=0)
+
+    def batches(workers):
+        sampler = ResumableSampler(ds, 1, 0, seed=0)
+        sampler.set_epoch(2)
+        return [b[0] for b in make_loader(ds, sampler, 8, workers, pin_memory=False)]
+
+    assert all(torch.equal(a, b) for a, b in zip(batches(0), batches(2)))
+
+
+def test_sampler_skip_resumes_mid_epoch(image_folder):
+    ds = ViewDataset(open_source(str(image_folder)), RandomResizedCropFlip(32), seed=0)
+    sampler = ResumableSampler(ds, 1, 0, seed=0)
+    sampler.set_epoch(1)
+    full = list(sampler)
+    sampler.set_epoch(1, skip=16)
+    assert list(sampler) == full[16:] and len(sampler) == len(full) - 16
+
+
+def test_corrupt_images_are_skipped_and_reported(tmp_path, image_folder):
+    for i, path in enumerate(sorted(image_folder.rglob("*.png"))[:4]):
+        (tmp_path / f"{i}.png").write_bytes(path.read_bytes())
+    (tmp_path / "1.png").write_bytes(b"not an image")
+    (tmp_path / "2.png").write_bytes((tmp_path / "0.png").read_bytes()[:60])  # truncated
+    ds = ViewDataset(open_source(str(tmp_path)), RandomResizedCropFlip(32), seed=0)
+    results = [ds[i] for i in range(4)]
+    assert [bad for _, bad in results] == [-1, 1, 2, -1]
+    assert all(view.shape == (3, 32, 32) for view, _ in results)

@@ -1,0 +1,30 @@
+"""torchrun with 2 CPU processes (gloo): DDP trains, replicas stay identical, only rank 0 writes files."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import TINY_ARCH
+
+
+@pytest.mark.slow
+def test_torchrun_two_process_gloo(image_folder, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "mimzoo",
+           "pretrain", "--data", str(image_folder), "--arch", TINY_ARCH, "--out", str(out), "--batch-size", "4",
+           "--accum", "2", "--epochs", "2", "--warmup-epochs", "1", "--workers", "0", "--log-every", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "effective batch 4 x accum 2 x 2 processes = 16" in output
+    assert "weights identical on all 2 processes" in output
+    assert output.count("effective batch") == 1  # rank 0 alone reports
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "config.json", "export", "metrics.jsonl"]
+    assert json.loads((out / "config.json").read_text())["world_size"] == 2
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 7))  # 48 images / 16 per step = 3 steps x 2 epochs, logged once
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp"]  # nothing stray from rank 1

@@ -1,0 +1,151 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mimzoo.methods import METHODS
+from mimzoo.methods.mae import MAE
+
+from conftest import TINY_ARCH, run_python, tiny_pretrain_args
+
+PLAIN_TIMM_CHECK = """
+import json, sys, timm, torch
+export = sys.argv[1]
+cfg = json.load(open(export + "/config.json"))
+model = timm.create_model(cfg["architecture"], pretrained=True, num_classes=0,
+    pretrained_cfg_overlay=dict(file=export + "/model.safetensors", num_classes=0), **cfg.get("model_args", {}))
+from safetensors.torch import load_file
+model.load_state_dict(load_file(export + "/model.safetensors"), strict=True)
+torch.manual_seed(0)
+x = torch.randn(2, 3, 32, 32)
+torch.save(model.eval().forward_features(x), sys.argv[2])
+assert "mimzoo" not in sys.modules
+print("plain timm ok")
+"""
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, npz_pack):
+    from typer.testing import CliRunner
+
+    from mimzoo_cli.app import app
+
+    out = tmp_path_factory.mktemp("run") / "r"
+    result = CliRunner().invoke(app, [str(a) for a in tiny_pretrain_args(npz_pack, out, "--log-every", "1")])
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def test_run_folder_contents(finished_run):
+    out, output = finished_run
+    assert "effective batch 8 x accum 1 x 1 processes = 8" in output and "lr = blr 0.001 x 8/256" in output
+    config = json.loads((out / "config.json").read_text())
+    assert config["arch"] == TINY_ARCH and config["method"] == "mae"
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [1, 2, 3, 4, 5]
+    assert {"step", "epoch", "loss", "lr", "grad_norm", "img_per_s"} <= lines[0].keys()
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 5 and {"model", "optimizer", "scheduler", "rng", "config"} <= state.keys()
+    assert sorted(p.name for p in (out / "export").iterdir()) == ["config.json", "mimzoo.json", "model.safetensors"]
+
+
+def test_export_holds_encoder_only_and_loads_in_plain_timm(finished_run, tmp_path):
+    out, _ = finished_run
+    weights = load_file(out / "export" / "model.safetensors")
+    assert not any(k.startswith("decoder") or "mask_token" in k for k in weights)
+    result = run_python(PLAIN_TIMM_CHECK, str(out / "export"), str(tmp_path / "feats.pt"))
+    assert result.returncode == 0, result.stderr
+    # mimzoo's encoder gives the same features on the same input
+    from mimzoo.archs import get_arch
+    from mimzoo.models.encoder import create_encoder
+
+    encoder = create_encoder(get_arch(TINY_ARCH))
+    encoder.load_state_dict(weights, strict=True)
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.allclose(encoder.eval().forward_features(x), torch.load(tmp_path / "feats.pt"), atol=1e-6)
+
+
+def test_existing_run_needs_resume(finished_run, cli, npz_pack):
+    out, _ = finished_run
+    result = cli(*tiny_pretrain_args(npz_pack, out))
+    assert result.exit_code == 1 and "already holds a run; continue it with --resume" in result.output
+
+
+def test_resume_with_another_arch_is_refused(finished_run, cli, npz_pack):
+    out, _ = finished_run
+    result = cli("pretrain", "--resume", "--out", out, "--arch", "vit_small_patch4_32")
+    assert result.exit_code == 1
+    assert "was pretrained with arch 'vit_tiny_patch4_32', not 'vit_small_patch4_32'" in result.output
+
+
+def test_resume_extends_a_finished_run(finished_run, cli, tmp_path):
+    import shutil
+
+    out = tmp_path / "extended"
+    shutil.copytree(finished_run[0], out)
+    result = cli("pretrain", "--resume", "--out", out, "--epochs", "2")
+    assert result.exit_code == 0, result.output
+    assert "resumed" in result.output and torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 10
+
+
+def error_line(result) -> str:
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, result.output
+    return lines[0]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--data", "/nonexistent/images"], "does not exist"),
+    (["--arch", "vit_tiny_patch5_32"], "not a multiple of patch size"),
+    (["--arch", "convnext_tiny"], "unknown arch"),
+    (["--method", "simclr"], "unknown method 'simclr'"),
+    (["--batch-size", "64"], "larger than the dataset (40 images)"),
+    (["--mask-ratio", "1.0"], "--mask-ratio must be in [0, 1)"),
+])
+def test_bad_input_one_clear_line(cli, npz_pack, tmp_path, args, message):
+    base = tiny_pretrain_args(npz_pack, tmp_path / "r")
+    for flag, value in zip(args[::2], args[1::2]):
+        base[base.index(flag) + 1 if flag in base else len(base):] = (
+            [value] + base[base.index(flag) + 2:] if flag in base else [flag, value])
+    assert message in error_line(cli(*base))
+
+
+def test_empty_folder_and_resume_without_checkpoint(cli, tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert "no images found" in error_line(cli(*tiny_pretrain_args(tmp_path / "empty", tmp_path / "r")))
+    assert "no checkpoint to resume" in error_line(cli("pretrain", "--resume", "--out", tmp_path / "nothing"))
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(cli, npz_pack, tmp_path, monkeypatch):
+    class ExplodingMAE(MAE):
+        calls = 0
+
+        def forward(self, images):
+            out = super().forward(images)
+            ExplodingMAE.calls += 1
+            if ExplodingMAE.calls > 3:
+                out.loss = out.loss * float("nan")
+            return out
+
+    monkeypatch.setitem(METHODS, "exploding", lambda arch, cfg: ExplodingMAE(arch))
+    out = tmp_path / "r"
+    line = error_line(cli(*tiny_pretrain_args(npz_pack, out, "--method", "exploding", "--ckpt-every", "2")))
+    assert "non-finite loss (nan) or gradient norm at step 4" in line and "last good checkpoint" in line
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 2
+    assert not (out / "export").exists()
+
+
+def test_no_argument_pretrain_uses_the_demo_preset(monkeypatch):
+    from mimzoo_cli import app as app_module
+    from typer.testing import CliRunner
+
+    seen = {}
+    monkeypatch.setattr("mimzoo.engine.pretrain.pretrain", lambda cfg, **kw: seen.setdefault("cfg", cfg))
+    result = CliRunner().invoke(app_module.app, ["pretrain"])
+    assert result.exit_code == 0, result.output
+    cfg = seen["cfg"]
+    assert (cfg.method, cfg.arch, cfg.data) == ("mae", TINY_ARCH, "builtin")
