@@ -72,7 +72,7 @@ def test_loader_batches_do_not_depend_on_worker_count(image_folder):
         sampler.set_epoch(2)
         return [b[0] for b in make_loader(ds, sampler, 8, workers, pin_memory=False)]
 
-    assert all(torch.equal(a, b) for a, b in zip(batches(0), batches(2)))
+    assert all(torch.equal(a, b) for a, b in zip(batches(0), batches(2), strict=True))
 
 
 def test_sampler_skip_resumes_mid_epoch(image_folder):

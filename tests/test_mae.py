@@ -2,13 +2,12 @@ import pytest
 import timm
 import torch
 
+from conftest import TINY_ARCH
 from mimzoo.archs import get_arch
 from mimzoo.errors import MimzooError
 from mimzoo.methods.mae import MAE
 from mimzoo.models.encoder import encode_visible
 from mimzoo.targets import masked_mse, norm_pix, patchify
-
-from conftest import TINY_ARCH
 
 
 @pytest.fixture(scope="module")

@@ -4,10 +4,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mimzoo.methods import METHODS
-from mimzoo.methods.mae import MAE
-
 from conftest import TINY_ARCH, run_python, tiny_pretrain_args
+from mimzoo.methods import METHODS, MethodSpec
+from mimzoo.methods.mae import MAE
 
 PLAIN_TIMM_CHECK = """
 import json, sys, timm, torch
@@ -107,11 +106,8 @@ def error_line(result) -> str:
     (["--mask-ratio", "1.0"], "--mask-ratio must be in [0, 1)"),
 ])
 def test_bad_input_one_clear_line(cli, npz_pack, tmp_path, args, message):
-    base = tiny_pretrain_args(npz_pack, tmp_path / "r")
-    for flag, value in zip(args[::2], args[1::2]):
-        base[base.index(flag) + 1 if flag in base else len(base):] = (
-            [value] + base[base.index(flag) + 2:] if flag in base else [flag, value])
-    assert message in error_line(cli(*base))
+    # a repeated option overrides the earlier one, as on a real command line
+    assert message in error_line(cli(*tiny_pretrain_args(npz_pack, tmp_path / "r", *args)))
 
 
 def test_empty_folder_and_resume_without_checkpoint(cli, tmp_path):
@@ -131,7 +127,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(cli, npz_pack, tmp
                 out.loss = out.loss * float("nan")
             return out
 
-    monkeypatch.setitem(METHODS, "exploding", lambda arch, cfg: ExplodingMAE(arch))
+    monkeypatch.setitem(METHODS, "exploding", MethodSpec(lambda arch, cfg: ExplodingMAE(arch), "rrc", ""))
     out = tmp_path / "r"
     line = error_line(cli(*tiny_pretrain_args(npz_pack, out, "--method", "exploding", "--ckpt-every", "2")))
     assert "non-finite loss (nan) or gradient norm at step 4" in line and "last good checkpoint" in line
@@ -140,8 +136,9 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(cli, npz_pack, tmp
 
 
 def test_no_argument_pretrain_uses_the_demo_preset(monkeypatch):
-    from mimzoo_cli import app as app_module
     from typer.testing import CliRunner
+
+    from mimzoo_cli import app as app_module
 
     seen = {}
     monkeypatch.setattr("mimzoo.engine.pretrain.pretrain", lambda cfg, **kw: seen.setdefault("cfg", cfg))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -27,25 +27,26 @@ def main() -> None:
 @app.command()
 @fail_cleanly
 def pretrain(
-    method: Annotated[Optional[str], typer.Option(help="Pretraining method: mae.")] = None,
-    arch: Annotated[Optional[str], typer.Option(help="ViT, e.g. vit_base_patch16_224 or vit_tiny_patch4_32.")] = None,
-    data: Annotated[Optional[str], typer.Option(help="Image folder, PACK.npz[:split], or builtin.")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Epochs (MAE recipe: 400-1600).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Images per process per micro-batch.")] = None,
-    accum: Annotated[Optional[int], typer.Option(help="Micro-batches accumulated per optimizer step.")] = None,
-    blr: Annotated[Optional[float], typer.Option(help="Base lr; lr = blr x effective batch / 256.")] = None,
-    warmup_epochs: Annotated[Optional[int], typer.Option(help="Linear warm-up epochs before the cosine.")] = None,
-    mask_ratio: Annotated[Optional[float], typer.Option(help="Fraction of patches masked.")] = None,
-    weight_decay: Annotated[Optional[float], typer.Option(help="AdamW weight decay.")] = None,
-    clip_grad: Annotated[Optional[float], typer.Option(help="Clip the gradient norm to this value.")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Run folder (config, metrics, checkpoint, export).")] = None,
+    method: Annotated[str | None, typer.Option(help="Pretraining method: mae.")] = None,
+    arch: Annotated[str | None, typer.Option(help="ViT, e.g. vit_base_patch16_224 or vit_tiny_patch4_32.")] = None,
+    data: Annotated[str | None, typer.Option(help="Image folder, PACK.npz[:split], or builtin.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs (MAE recipe: 400-1600).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Images per process per micro-batch.")] = None,
+    accum: Annotated[int | None, typer.Option(help="Micro-batches accumulated per optimizer step.")] = None,
+    blr: Annotated[float | None, typer.Option(help="Base lr; lr = blr x effective batch / 256.")] = None,
+    warmup_epochs: Annotated[int | None, typer.Option(help="Linear warm-up epochs before the cosine.")] = None,
+    mask_ratio: Annotated[float | None, typer.Option(help="Fraction of patches masked.")] = None,
+    crop: Annotated[str | None, typer.Option(help="Data view: rrc (MAE). Default: the method's.")] = None,
+    weight_decay: Annotated[float | None, typer.Option(help="AdamW weight decay.")] = None,
+    clip_grad: Annotated[float | None, typer.Option(help="Clip the gradient norm to this value.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run folder (config, metrics, checkpoint, export).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its checkpoint.")] = False,
-    compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the model.")] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Data-loading worker processes per GPU/process.")] = None,
-    log_every: Annotated[Optional[int], typer.Option(help="Optimizer steps between metrics lines.")] = None,
-    ckpt_every: Annotated[Optional[int], typer.Option(help="Optimizer steps between checkpoints.")] = None,
+    compile: Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile the model.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Data-loading worker processes per GPU/process.")] = None,
+    log_every: Annotated[int | None, typer.Option(help="Optimizer steps between metrics lines.")] = None,
+    ckpt_every: Annotated[int | None, typer.Option(help="Optimizer steps between checkpoints.")] = None,
 ) -> None:
     """Pretrain a ViT with a MIM method. With no arguments: MAE on the built-in CIFAR-10 sample (a few CPU minutes).
 
@@ -53,7 +54,6 @@ def pretrain(
     """
     from mimzoo.engine.config import DEMO, PretrainConfig
     from mimzoo.engine.pretrain import pretrain as run_pretrain
-
     from mimzoo_cli.progress import RichReporter
 
     given = {k: v for k, v in locals().items() if v is not None and k in PretrainConfig.__dataclass_fields__}

@@ -56,3 +56,15 @@ class RandomResizedCropFlip:
         if torch.rand(1, generator=gen).item() < 0.5:
             out = out.transpose(Image.FLIP_LEFT_RIGHT)
         return to_uint8_tensor(out)
+
+
+VIEWS = {"rrc": RandomResizedCropFlip}
+
+
+def make_view(crop: str, size: int):
+    """The pretraining view named by ``--crop`` at ``size`` px."""
+    if crop not in VIEWS:
+        from mimzoo.errors import MimzooError
+
+        raise MimzooError(f"unknown crop {crop!r}; choose one of: {', '.join(VIEWS)}")
+    return VIEWS[crop](size)

@@ -27,6 +27,7 @@ class PretrainConfig:
     weight_decay: float = 0.05
     clip_grad: float | None = None
     mask_ratio: float = 0.75
+    crop: str | None = None  # data view: rrc | src; None = the method's default
     norm_pix_loss: bool = True
     seed: int = 0
     workers: int = field(default_factory=lambda: min(8, os.cpu_count() or 1))
@@ -39,7 +40,7 @@ class PretrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "PretrainConfig":
+    def from_dict(cls, values: dict[str, Any]) -> PretrainConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
 

@@ -22,14 +22,14 @@ from torch.nn.parallel import DistributedDataParallel
 from mimzoo.archs import get_arch
 from mimzoo.data.loader import ResumableSampler, ViewDataset, make_loader, normalize
 from mimzoo.data.sources import open_source
-from mimzoo.data.transforms import RandomResizedCropFlip
+from mimzoo.data.transforms import make_view
 from mimzoo.engine import distributed as dist_utils
 from mimzoo.engine.checkpoint import CHECKPOINT, atomic_path, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from mimzoo.engine.config import PretrainConfig
 from mimzoo.engine.distributed import DistContext
 from mimzoo.errors import MimzooError
 from mimzoo.hub.export import export_encoder
-from mimzoo.methods import Pretrainer, build_method
+from mimzoo.methods import Pretrainer, get_method
 
 NO_WEIGHT_DECAY = ("*pos_embed", "*cls_token", "*reg_token", "*mask_token")
 
@@ -116,13 +116,14 @@ class _Trainer:
     def __init__(self, cfg: PretrainConfig, arch, ctx: DistContext, reporter: Reporter) -> None:
         self.cfg, self.arch, self.ctx, self.reporter = cfg, arch, ctx, reporter
         self.run_dir = Path(cfg.out)
+        spec = get_method(cfg.method)
         source = open_source(cfg.data)
-        self.dataset = ViewDataset(source, RandomResizedCropFlip(arch.img_size), cfg.seed)
+        self.dataset = ViewDataset(source, make_view(cfg.crop or spec.crop, arch.img_size), cfg.seed)
         self.sampler = ResumableSampler(self.dataset, ctx.world_size, ctx.rank, cfg.seed)
         self.schedule = plan_schedule(cfg, len(self.dataset), ctx.world_size)
 
         torch.manual_seed(cfg.seed)
-        self.method: Pretrainer = build_method(arch, cfg).to(ctx.device)
+        self.method: Pretrainer = spec.build(arch, cfg).to(ctx.device)
         groups = param_groups_weight_decay(self.method, cfg.weight_decay, no_weight_decay_list=NO_WEIGHT_DECAY)
         self.optimizer = torch.optim.AdamW(groups, lr=self.schedule.lr, betas=(0.9, 0.95))
         self.scheduler = CosineLRScheduler(
@@ -197,7 +198,8 @@ class _Trainer:
         self.reporter.message(
             f"{cfg.method} {cfg.arch} on {cfg.data} ({len(self.dataset)} images): effective batch "
             f"{cfg.batch_size} x accum {cfg.accum} x {self.ctx.world_size} processes = {sched.effective_batch}, "
-            f"lr = blr {cfg.blr:g} x {sched.effective_batch}/256 = {sched.lr:.3g}, {sched.steps_per_epoch} steps/epoch, "
+            f"lr = blr {cfg.blr:g} x {sched.effective_batch}/256 = {sched.lr:.3g}, "
+            f"{sched.steps_per_epoch} steps/epoch, "
             f"{cfg.epochs} epochs, device {self.ctx.device}"
         )
         self.scheduler.step_update(self.step)
@@ -211,7 +213,8 @@ class _Trainer:
             self.reporter.message(dist_utils.check_replicas_in_sync(self.ctx, self.method))
         export = self.run_dir / "export"
         if self.ctx.is_main:
-            export_encoder(self.method.encoder, self.arch, export, cfg.to_dict())
+            export_encoder(self.method.encoder, self.arch, export, cfg.to_dict(),
+                           paper=get_method(cfg.method).paper)
             self.reporter.message(f"done: encoder exported to {export} (loads with plain timm)")
         dist_utils.barrier(self.ctx)
         return export

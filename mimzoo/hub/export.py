@@ -13,8 +13,6 @@ from mimzoo.archs import Arch
 from mimzoo.data.loader import IMAGENET_MEAN, IMAGENET_STD
 from mimzoo.engine.checkpoint import atomic_dir
 
-PAPERS = {"mae": "arXiv:2111.06377"}
-
 
 def dataset_name(data_spec: str) -> str:
     """A short dataset name for tags: ``builtin`` -> cifar10-sample, a folder or pack -> its name."""
@@ -24,7 +22,7 @@ def dataset_name(data_spec: str) -> str:
     return path.name or "data"
 
 
-def pretrained_cfg(arch: Arch, method: str, data_spec: str, epochs: int) -> dict[str, Any]:
+def pretrained_cfg(arch: Arch, method: str, data_spec: str, epochs: int, paper: str) -> dict[str, Any]:
     """The preprocessing and provenance timm keeps with the weights (MAE trains on ImageNet mean/std)."""
     return {
         "tag": f"mimzoo_{method}_{dataset_name(data_spec)}_ep{epochs}",
@@ -33,18 +31,20 @@ def pretrained_cfg(arch: Arch, method: str, data_spec: str, epochs: int) -> dict
         "interpolation": "bicubic",
         "crop_pct": 1.0 if arch.img_size < 64 else 0.875,
         "license": "cc-by-nc-4.0",
-        "paper_ids": PAPERS.get(method, ""),
+        "paper_ids": paper,
         "num_classes": 0,
     }
 
 
-def export_encoder(encoder: VisionTransformer, arch: Arch, out_dir: Path, config: dict[str, Any]) -> Path:
+def export_encoder(encoder: VisionTransformer, arch: Arch, out_dir: Path, config: dict[str, Any],
+                   paper: str) -> Path:
     """Write the encoder as a timm Hub folder, plus ``mimzoo.json`` (the run's config), atomically."""
     with atomic_dir(out_dir) as tmp:
         save_for_hf(
             encoder,
             tmp,
-            model_config={"pretrained_cfg": pretrained_cfg(arch, config["method"], config["data"], config["epochs"])},
+            model_config={"pretrained_cfg": pretrained_cfg(arch, config["method"], config["data"],
+                                                           config["epochs"], paper)},
             safe_serialization=True,
         )
         _keep_shape_args_only(tmp / "config.json", arch)

@@ -6,7 +6,8 @@ state dict by construction, so export is a copy and plain timm loads it strictly
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import timm
 import torch
