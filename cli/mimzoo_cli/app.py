@@ -27,7 +27,7 @@ def main() -> None:
 @app.command()
 @fail_cleanly
 def pretrain(
-    method: Annotated[str | None, typer.Option(help="Pretraining method: mae.")] = None,
+    method: Annotated[str | None, typer.Option(help="Pretraining method: mae, pixmim.")] = None,
     arch: Annotated[str | None, typer.Option(help="ViT, e.g. vit_base_patch16_224 or vit_tiny_patch4_32.")] = None,
     data: Annotated[str | None, typer.Option(help="Image folder, PACK.npz[:split], or builtin.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs (MAE recipe: 400-1600).")] = None,
@@ -36,7 +36,9 @@ def pretrain(
     blr: Annotated[float | None, typer.Option(help="Base lr; lr = blr x effective batch / 256.")] = None,
     warmup_epochs: Annotated[int | None, typer.Option(help="Linear warm-up epochs before the cosine.")] = None,
     mask_ratio: Annotated[float | None, typer.Option(help="Fraction of patches masked.")] = None,
-    crop: Annotated[str | None, typer.Option(help="Data view: rrc (MAE). Default: the method's.")] = None,
+    crop: Annotated[str | None, typer.Option(help="View: rrc (MAE) or src (PixMIM); default: the method's.")] = None,
+    target: Annotated[str | None, typer.Option(help="Target: pixel or lowpass; default: the method's.")] = None,
+    lowpass_radius: Annotated[float | None, typer.Option(help="Low-pass radius in px (40 at 224 px, scaled).")] = None,
     weight_decay: Annotated[float | None, typer.Option(help="AdamW weight decay.")] = None,
     clip_grad: Annotated[float | None, typer.Option(help="Clip the gradient norm to this value.")] = None,
     out: Annotated[Path | None, typer.Option(help="Run folder (config, metrics, checkpoint, export).")] = None,

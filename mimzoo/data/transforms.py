@@ -58,7 +58,29 @@ class RandomResizedCropFlip:
         return to_uint8_tensor(out)
 
 
-VIEWS = {"rrc": RandomResizedCropFlip}
+class SimpleResizedCropFlip:
+    """PixMIM's conservative view (SRC): resize the short side to ``size`` (bilinear), random ``size`` crop of
+    the 4-px reflect-padded image, horizontal flip with p = 0.5. No scale jitter: the crop keeps the aspect
+    and spans the full short side (up to the padding shift)."""
+
+    def __init__(self, size: int, padding: int = 4) -> None:
+        self.size, self.padding = size, padding
+
+    def __call__(self, img: Image.Image, gen: torch.Generator) -> torch.Tensor:
+        scale = self.size / min(img.width, img.height)
+        new_size = (max(self.size, round(img.width * scale)), max(self.size, round(img.height * scale)))
+        pixels = np.asarray(img.resize(new_size, Image.BILINEAR), dtype=np.uint8)
+        pad = self.padding
+        pixels = np.pad(pixels, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
+        top = int(torch.randint(0, pixels.shape[0] - self.size + 1, (1,), generator=gen))
+        left = int(torch.randint(0, pixels.shape[1] - self.size + 1, (1,), generator=gen))
+        view = torch.from_numpy(pixels[top : top + self.size, left : left + self.size].copy()).permute(2, 0, 1)
+        if torch.rand(1, generator=gen).item() < 0.5:
+            view = view.flip(-1)
+        return view
+
+
+VIEWS = {"rrc": RandomResizedCropFlip, "src": SimpleResizedCropFlip}
 
 
 def make_view(crop: str, size: int):

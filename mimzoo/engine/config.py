@@ -28,6 +28,8 @@ class PretrainConfig:
     clip_grad: float | None = None
     mask_ratio: float = 0.75
     crop: str | None = None  # data view: rrc | src; None = the method's default
+    target: str | None = None  # reconstruction target: pixel | lowpass; None = the method's default
+    lowpass_radius: float | None = None  # None = 40 px at 224, scaled with the image size
     norm_pix_loss: bool = True
     seed: int = 0
     workers: int = field(default_factory=lambda: min(8, os.cpu_count() or 1))

@@ -29,7 +29,7 @@ from mimzoo.engine.config import PretrainConfig
 from mimzoo.engine.distributed import DistContext
 from mimzoo.errors import MimzooError
 from mimzoo.hub.export import export_encoder
-from mimzoo.methods import Pretrainer, get_method
+from mimzoo.methods import Pretrainer, get_method, resolve_defaults
 
 NO_WEIGHT_DECAY = ("*pos_embed", "*cls_token", "*reg_token", "*mask_token")
 
@@ -98,7 +98,7 @@ def resolve_run_config(cfg: PretrainConfig, resume: bool, explicit: set[str]) ->
 def pretrain(cfg: PretrainConfig, resume: bool = False, explicit: set[str] | None = None,
              reporter: Reporter | None = None) -> Path:
     """Pretrain ``cfg.method`` on ``cfg.data``; returns the export folder. Works under torchrun."""
-    cfg = resolve_run_config(cfg, resume, explicit or set())
+    cfg = resolve_defaults(resolve_run_config(cfg, resume, explicit or set()))
     cfg.validate()
     arch = get_arch(cfg.arch)
     ctx = dist_utils.init_distributed(cfg.device)
@@ -118,7 +118,7 @@ class _Trainer:
         self.run_dir = Path(cfg.out)
         spec = get_method(cfg.method)
         source = open_source(cfg.data)
-        self.dataset = ViewDataset(source, make_view(cfg.crop or spec.crop, arch.img_size), cfg.seed)
+        self.dataset = ViewDataset(source, make_view(cfg.crop, arch.img_size), cfg.seed)
         self.sampler = ResumableSampler(self.dataset, ctx.world_size, ctx.rank, cfg.seed)
         self.schedule = plan_schedule(cfg, len(self.dataset), ctx.world_size)
 

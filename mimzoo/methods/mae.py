@@ -1,5 +1,7 @@
 """MAE (He et al., 2021): mask 75% of the patches, encode the visible ones, reconstruct the norm-pix target.
 
+With an image filter it is also PixMIM (the low-pass target; its SRC crop is a data view, see methods/__init__).
+
 Read top to bottom: mask -> encode visible -> decode all -> loss on masked patches (methods.md section 1).
 """
 
@@ -12,13 +14,15 @@ from mimzoo.masking import random_token_mask
 from mimzoo.methods.base import MethodOutput, Pretrainer
 from mimzoo.models.decoder import MaskedDecoder
 from mimzoo.models.encoder import create_encoder, encode_visible
-from mimzoo.targets import masked_mse, norm_pix, patchify
+from mimzoo.targets import ImageFilter, masked_mse, norm_pix, patchify
 
 
 class MAE(Pretrainer):
-    def __init__(self, arch: Arch, mask_ratio: float = 0.75, norm_pix_loss: bool = True) -> None:
+    def __init__(self, arch: Arch, mask_ratio: float = 0.75, norm_pix_loss: bool = True,
+                 image_filter: ImageFilter | None = None) -> None:
         super().__init__()
         self.arch, self.mask_ratio, self.norm_pix_loss = arch, mask_ratio, norm_pix_loss
+        self.image_filter = image_filter  # e.g. PixMIM's low-pass: what the decoder reconstructs
         self.encoder = create_encoder(arch)
         self.decoder = MaskedDecoder(
             in_dim=self.encoder.embed_dim,
@@ -30,8 +34,11 @@ class MAE(Pretrainer):
             num_prefix_tokens=self.encoder.num_prefix_tokens,
         )
 
+    @torch.no_grad()
     def target(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> (B, N, p*p*3), per-patch normalised when norm_pix_loss."""
+        """(B, 3, H, W) -> (B, N, p*p*3): the (filtered) image's patches, per-patch normalised when norm_pix_loss."""
+        if self.image_filter is not None:
+            images = self.image_filter(images)
         patches = patchify(images, self.arch.patch_size)
         return norm_pix(patches) if self.norm_pix_loss else patches
 

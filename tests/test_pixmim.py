@@ -1,0 +1,107 @@
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from test_pretrain_cli import PLAIN_TIMM_CHECK
+
+from conftest import TINY_ARCH, run_python, tiny_pretrain_args
+from mimzoo.data.loader import IMAGENET_MEAN, IMAGENET_STD
+from mimzoo.data.transforms import SimpleResizedCropFlip
+from mimzoo.errors import MimzooError
+from mimzoo.targets import image_filter, lowpass_filter, lowpass_mask, lowpass_radius
+
+MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+
+
+def wave(size: int, fy: int, fx: int) -> torch.Tensor:
+    i, j = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    return torch.cos(2 * math.pi * (fy * i + fx * j) / size).float()
+
+
+def test_lowpass_keeps_the_spectrum_inside_the_radius_and_removes_the_rest():
+    size, radius = 32, 6.0
+    low = 0.5 + 0.15 * wave(size, 2, 3)  # |f| = 3.6: inside
+    high = 0.1 * wave(size, 9, 8)  # |f| = 12: outside
+    rgb = (low + high).expand(1, 3, size, size)
+    out = lowpass_filter((rgb - MEAN) / STD, radius) * STD + MEAN
+    inside = torch.fft.ifftshift(lowpass_mask(size, size, radius, torch.device("cpu"))).bool()
+    spec_in, spec_out = torch.fft.fft2(rgb), torch.fft.fft2(out)
+    assert spec_out[..., ~inside].abs().max() < 1e-3 * spec_in.abs().max()
+    assert torch.allclose(spec_out[..., inside], spec_in[..., inside], atol=1e-2)
+    assert torch.allclose(out, low.expand_as(out), atol=1e-4)
+
+
+def test_lowpass_is_fp32_under_autocast_and_leaves_the_input_alone():
+    images = torch.randn(2, 3, 32, 32)
+    before = images.clone()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = lowpass_filter(images.bfloat16(), 6.0)
+    assert out.dtype == torch.float32 and torch.equal(images, before)
+
+
+def test_radius_scales_with_image_size():
+    assert lowpass_radius(224) == 40
+    assert lowpass_radius(32) == pytest.approx(5.714, abs=1e-3)
+    assert image_filter("lowpass", 32).keywords["radius"] == pytest.approx(40 * 32 / 224)
+    assert image_filter("lowpass", 32, radius=3).keywords["radius"] == 3
+    assert image_filter("pixel", 32) is None
+
+
+@pytest.mark.parametrize("target,radius,message", [("hogwash", None, "unknown target"),
+                                                    ("lowpass", 40.0, r"outside \(0, 22.6\)")])
+def test_bad_target_options(target, radius, message):
+    with pytest.raises(MimzooError, match=message):
+        image_filter(target, 32, radius)
+
+
+def test_src_keeps_aspect_and_spans_the_short_side():
+    # a 60x40 image whose pixels encode their coordinates
+    y, x = np.mgrid[0:40, 0:60]
+    img = Image.fromarray(np.stack([x * 4, y * 6, np.zeros_like(x)], -1).astype(np.uint8))
+    resized = np.pad(np.asarray(img.resize((48, 32), Image.BILINEAR)), ((4, 4), (4, 4), (0, 0)), mode="reflect")
+    src = SimpleResizedCropFlip(32)
+    windows = [resized[top : top + 32, left : left + 32] for top in range(9) for left in range(25)]
+    for seed in range(20):
+        view = src(img, torch.Generator().manual_seed(seed)).permute(1, 2, 0).numpy()
+        # each view is an unscaled window of the short-side-resized image (possibly flipped)
+        assert any(np.array_equal(view, w) or np.array_equal(view[:, ::-1], w) for w in windows)
+
+
+def test_pixmim_pretrain_runs_and_exports_a_plain_timm_backbone(cli, npz_pack, tmp_path):
+    out = tmp_path / "pixmim"
+    result = cli(*tiny_pretrain_args(npz_pack, out, "--method", "pixmim", "--epochs", "1"))
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    assert (config["method"], config["crop"], config["target"]) == ("pixmim", "src", "lowpass")
+    exported = json.loads((out / "export" / "config.json").read_text())
+    assert exported["pretrained_cfg"]["tag"].startswith("mimzoo_pixmim_")
+    check = run_python(PLAIN_TIMM_CHECK, str(out / "export"), str(tmp_path / "f.pt"))
+    assert check.returncode == 0, check.stderr
+
+
+@pytest.mark.parametrize("extra,expected", [(["--method", "mae", "--target", "lowpass"], ("rrc", "lowpass")),
+                                            (["--method", "mae", "--crop", "src"], ("src", "pixel")),
+                                            (["--method", "pixmim", "--crop", "rrc"], ("rrc", "lowpass"))])
+def test_pixmim_parts_combine_independently(cli, npz_pack, tmp_path, extra, expected):
+    out = tmp_path / "ablation"
+    result = cli(*tiny_pretrain_args(npz_pack, out, *extra, "--batch-size", "20"))
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    assert (config["crop"], config["target"]) == expected
+
+
+def test_pixmim_model_reconstructs_the_lowpassed_image():
+    from mimzoo.archs import get_arch
+    from mimzoo.engine.config import PretrainConfig
+    from mimzoo.methods import get_method, resolve_defaults
+    from mimzoo.targets import norm_pix, patchify
+
+    cfg = resolve_defaults(PretrainConfig(method="pixmim", arch=TINY_ARCH))
+    model = get_method("pixmim").build(get_arch(TINY_ARCH), cfg)
+    images = torch.randn(2, 3, 32, 32)
+    expected = norm_pix(patchify(lowpass_filter(images, lowpass_radius(32)), 4))
+    assert torch.allclose(model(images).target, expected, atol=1e-5)
