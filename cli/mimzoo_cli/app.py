@@ -35,7 +35,11 @@ def pretrain(
     accum: Annotated[int | None, typer.Option(help="Micro-batches accumulated per optimizer step.")] = None,
     blr: Annotated[float | None, typer.Option(help="Base lr; lr = blr x effective batch / 256.")] = None,
     warmup_epochs: Annotated[int | None, typer.Option(help="Linear warm-up epochs before the cosine.")] = None,
+    min_lr: Annotated[float | None, typer.Option(help="Learning rate at the end of the cosine.")] = None,
     mask_ratio: Annotated[float | None, typer.Option(help="Fraction of patches masked.")] = None,
+    norm_pix_loss: Annotated[
+        bool | None, typer.Option("--norm-pix-loss/--no-norm-pix-loss", help="Per-patch normalised target.")
+    ] = None,
     crop: Annotated[str | None, typer.Option(help="View: rrc (MAE) or src (PixMIM); default: the method's.")] = None,
     target: Annotated[str | None, typer.Option(help="Target: pixel or lowpass; default: the method's.")] = None,
     lowpass_radius: Annotated[float | None, typer.Option(help="Low-pass radius in px (40 at 224 px, scaled).")] = None,

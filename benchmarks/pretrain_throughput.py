@@ -1,0 +1,125 @@
+"""Pretraining step throughput (model-only), mimzoo's methods against transformers' ViTMAE in the same run.
+
+One JSON line per configuration: forward + backward + AdamW step on a synthetic batch already on the device,
+bf16 autocast on CUDA, warm-up steps then timed steps between synchronisations. MFU uses FLOPs counted with
+torch's FlopCounterMode over one forward + backward and the achievable peak from ../shared/docs/performance.md.
+
+    python benchmarks/pretrain_throughput.py --arch vit_base_patch16_224 --batch 256 --methods mae,pixmim
+    python benchmarks/pretrain_throughput.py --arch vit_tiny_patch4_32 --batch 8 --steps 2 --warmup 1  # CPU smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+
+import timm
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from mimzoo.archs import get_arch
+from mimzoo.engine.config import PretrainConfig
+from mimzoo.methods import get_method, resolve_defaults
+
+ACHIEVABLE_PEAK_FLOPS = {"H100": 798e12}  # measured 8192^3 bf16 matmul, performance.md
+
+
+LossFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def build_mimzoo(method: str, arch_name: str) -> tuple[torch.nn.Module, LossFn]:
+    cfg = resolve_defaults(PretrainConfig(method=method, arch=arch_name))
+    model = get_method(method).build(get_arch(arch_name), cfg)
+    return model, lambda images: model(images).loss
+
+
+def build_transformers_vitmae(arch_name: str) -> tuple[torch.nn.Module, LossFn]:
+    """The peer: transformers' ViTMAEForPreTraining with the same encoder/decoder shape, sdpa attention."""
+    from transformers import ViTMAEConfig, ViTMAEForPreTraining
+
+    arch = get_arch(arch_name)
+    vit = timm.create_model(arch.timm_name, num_classes=0, **arch.model_args)
+    config = ViTMAEConfig(
+        image_size=arch.img_size, patch_size=arch.patch_size, hidden_size=vit.embed_dim,
+        num_hidden_layers=len(vit.blocks), num_attention_heads=vit.blocks[0].attn.num_heads,
+        intermediate_size=vit.blocks[0].mlp.fc1.out_features, decoder_hidden_size=arch.decoder_dim,
+        decoder_num_hidden_layers=arch.decoder_depth, decoder_num_attention_heads=arch.decoder_heads,
+        decoder_intermediate_size=4 * arch.decoder_dim, mask_ratio=0.75, norm_pix_loss=True,
+        attn_implementation="sdpa",
+    )
+    model = ViTMAEForPreTraining(config)
+    return model, lambda images: model(pixel_values=images).loss
+
+
+def measure(name: str, model: torch.nn.Module, loss_fn: LossFn, args: argparse.Namespace,
+            device: torch.device) -> dict:
+    model.to(device).train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, betas=(0.9, 0.95))
+    size = get_arch(args.arch).img_size
+    images = torch.randn(args.batch, 3, size, size, device=device)
+    step_fn = torch.compile(loss_fn) if args.compile else loss_fn
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+    def step() -> None:
+        with autocast:
+            loss = step_fn(images)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    with FlopCounterMode(display=False) as counter, autocast:
+        step_fn(images).backward()
+    optimizer.zero_grad(set_to_none=True)
+    for _ in range(args.warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    img_per_s = args.batch * args.steps / seconds
+    flops_per_image = counter.get_total_flops() / args.batch
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    peak = next((v for k, v in ACHIEVABLE_PEAK_FLOPS.items() if k in gpu), None)
+    return {
+        "impl": name, "arch": args.arch, "batch": args.batch, "dtype": "bf16" if device.type == "cuda" else "fp32",
+        "compile": args.compile, "device": gpu, "img_per_s": round(img_per_s, 1),
+        "gflop_per_image": round(flops_per_image / 1e9, 2),
+        "mfu": round(img_per_s * flops_per_image / peak, 4) if peak else None,
+        "peak_mem_gb": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", default="vit_base_patch16_224")
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--methods", default="mae", help="comma-separated mimzoo methods")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--no-peer", action="store_true", help="skip transformers' ViTMAE")
+    args = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    runs = [(f"mimzoo:{m}", *build_mimzoo(m, args.arch)) for m in args.methods.split(",")]
+    if not args.no_peer:
+        runs.append(("transformers:ViTMAEForPreTraining", *build_transformers_vitmae(args.arch)))
+    results = []
+    for name, model, loss_fn in runs:
+        results.append(measure(name, model, loss_fn, args, device))
+        print(json.dumps(results[-1]), flush=True)
+        model.cpu()
+    if not args.no_peer:
+        peer = results[-1]["img_per_s"]
+        for r in results[:-1]:
+            print(json.dumps({"impl": r["impl"], "speedup_vs_transformers": round(r["img_per_s"] / peer, 3)}))
+
+
+if __name__ == "__main__":
+    main()
