@@ -6,8 +6,11 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from mimzoo.engine.pretrain import Reporter
+from mimzoo.engine.report import Reporter
 from mimzoo_cli.console import console
+
+# the numbers worth a glance on the bar, and how to print them
+STATS = {"loss": ".4f", "lr": ".2e", "img_per_s": ".0f", "top1": ".2f"}
 
 
 class RichReporter(Reporter):
@@ -26,12 +29,13 @@ class RichReporter(Reporter):
     def message(self, text: str) -> None:
         self.progress.console.print(text, markup=False, highlight=False, soft_wrap=True)
 
-    def start(self, total_steps: int, done_steps: int) -> None:
+    def start(self, total_steps: int, done_steps: int, description: str = "") -> None:
         self.progress.start()
-        self.task = self.progress.add_task("pretrain", total=total_steps, completed=done_steps, stats="")
+        self.task = self.progress.add_task(description, total=total_steps, completed=done_steps, stats="")
 
     def update(self, step: int, logs: dict[str, Any]) -> None:
-        stats = f"loss {logs['loss']:.4f} lr {logs['lr']:.2e} {logs['img_per_s']:.0f} img/s"
+        shown = {k: v for k, v in logs.items() if k in STATS and isinstance(v, (int, float))}
+        stats = " ".join(f"{k} {format(v, STATS[k])}" for k, v in shown.items())
         self.progress.update(self.task, completed=step, stats=stats)
 
     def stop(self) -> None:

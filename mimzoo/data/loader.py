@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from PIL import Image
@@ -33,16 +33,24 @@ class ViewDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         gen = torch.Generator().manual_seed(hash((self.seed, self.epoch, index)) & 0x7FFF_FFFF_FFFF_FFFF)
-        bad = -1
-        for offset in range(MAX_BAD_IN_A_ROW):
-            i = (index + offset) % len(self.source)
-            try:
-                img = self.source.load(i)
-            except (OSError, ValueError, SyntaxError):  # what PIL raises for truncated or corrupt files
-                bad = i if bad < 0 else bad
-                continue
-            return self.transform(img, gen), bad
-        raise RuntimeError(f"{MAX_BAD_IN_A_ROW} unreadable images in a row from {self.source.describe(index)}")
+        img, _, bad = load_readable(self.source, range(len(self.source)), index)
+        return self.transform(img, gen), bad
+
+
+def load_readable(source: ImageFolderSource | NpzPackSource, indices: Sequence[int],
+                  position: int) -> tuple[Image.Image, int, int]:
+    """Load ``indices[position]`` or, if it is unreadable, the next readable image of ``indices``.
+
+    Returns (image, the source index used, the first unreadable source index or -1).
+    """
+    bad = -1
+    for offset in range(MAX_BAD_IN_A_ROW):
+        i = indices[(position + offset) % len(indices)]
+        try:
+            return source.load(i), i, bad
+        except (OSError, ValueError, SyntaxError):  # what PIL raises for truncated or corrupt files
+            bad = i if bad < 0 else bad
+    raise RuntimeError(f"{MAX_BAD_IN_A_ROW} unreadable images in a row from {source.describe(indices[position])}")
 
 
 class ResumableSampler(DistributedSampler):

@@ -27,24 +27,12 @@ from mimzoo.engine import distributed as dist_utils
 from mimzoo.engine.checkpoint import CHECKPOINT, atomic_path, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from mimzoo.engine.config import PretrainConfig
 from mimzoo.engine.distributed import DistContext
+from mimzoo.engine.report import Reporter, for_rank
 from mimzoo.errors import MimzooError
 from mimzoo.hub.export import export_encoder
 from mimzoo.methods import Pretrainer, get_method, resolve_defaults
 
 NO_WEIGHT_DECAY = ("*pos_embed", "*cls_token", "*reg_token", "*mask_token")
-
-
-class Reporter:
-    """How the loop talks to a user; the CLI renders it with rich. Only rank 0's reporter is used."""
-
-    def message(self, text: str) -> None:
-        print(text, flush=True)
-
-    def start(self, total_steps: int, done_steps: int) -> None: ...
-
-    def update(self, step: int, logs: dict[str, Any]) -> None: ...
-
-    def stop(self) -> None: ...
 
 
 @dataclass
@@ -83,11 +71,11 @@ def resolve_run_config(cfg: PretrainConfig, resume: bool, explicit: set[str]) ->
     if not ckpt_path.exists():
         raise MimzooError(f"no checkpoint to resume in {cfg.out}; drop --resume to start a new run there")
     saved = PretrainConfig.from_dict(load_checkpoint(ckpt_path, torch.device("cpu"))["config"])
-    for key in ("arch", "method"):
+    for key in ("arch", "method", "mff_layers"):  # they shape the model the checkpoint holds
         if key in explicit and getattr(cfg, key) != getattr(saved, key):
             raise MimzooError(
                 f"{cfg.out} was pretrained with {key} {getattr(saved, key)!r}, not {getattr(cfg, key)!r}; "
-                f"drop --{key} to resume it or choose a new --out"
+                f"drop --{key.replace('_', '-')} to resume it or choose a new --out"
             )
     for key in explicit - {"arch", "method", "out"}:
         setattr(saved, key, getattr(cfg, key))
@@ -103,13 +91,9 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, explicit: set[str] | Non
     arch = get_arch(cfg.arch)
     ctx = dist_utils.init_distributed(cfg.device)
     try:
-        return _Trainer(cfg, arch, ctx, reporter if ctx.is_main and reporter else _Silent()).run()
+        return _Trainer(cfg, arch, ctx, for_rank(reporter, ctx.is_main)).run()
     finally:
         dist_utils.shutdown_distributed()
-
-
-class _Silent(Reporter):
-    def message(self, text: str) -> None: ...
 
 
 class _Trainer:
@@ -203,7 +187,7 @@ class _Trainer:
             f"{cfg.epochs} epochs, device {self.ctx.device}"
         )
         self.scheduler.step_update(self.step)
-        self.reporter.start(sched.total_steps, self.step)
+        self.reporter.start(sched.total_steps, self.step, "pretrain")
         try:
             while self.step < sched.total_steps:
                 self._run_epoch(self.step // sched.steps_per_epoch)
