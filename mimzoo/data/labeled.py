@@ -1,0 +1,124 @@
+"""Labelled train / validation splits for the downstream commands (linprobe, knn, finetune).
+
+Data specs:
+- ``builtin``: the built-in CIFAR-10 sample (train 2,000 / test 500);
+- ``PACK.npz``: the ``train_*`` split for training and ``val_*`` (or ``test_*``) for evaluation;
+- a folder with ``train/`` and ``val/`` (or ``test/``), each holding one subfolder per class;
+- a folder of class subfolders alone, with ``--val-fraction`` to carve the validation split from it.
+``--val-fraction`` always carves the validation split from train (stratified, seeded), for any spec.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from mimzoo.data.loader import load_readable
+from mimzoo.data.sources import BUILTIN_SAMPLE, ImageFolderSource, NpzPackSource, open_source
+from mimzoo.errors import MimzooError
+
+Source = ImageFolderSource | NpzPackSource
+
+
+@dataclass
+class Split:
+    """A subset of a source: the images at ``indices`` and their labels."""
+
+    source: Source
+    indices: np.ndarray
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.source.labels[self.indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+@dataclass
+class LabeledSplits:
+    """val_name: what the evaluation split is called in the data (val, test), for reported results."""
+
+    train: Split
+    val: Split
+    classes: list[str]
+    val_name: str = "val"
+
+
+def open_labeled(spec: str, val_fraction: float | None = None, seed: int = 0) -> LabeledSplits:
+    """Resolve a labelled data spec (module docstring) to train/val splits, with one-line errors."""
+    train, val = _train_and_eval_sources(spec)
+    if int((train.labels < 0).sum()):
+        raise MimzooError(
+            f"no labels in {spec}: use a folder of class subfolders (train/CLASS/img.jpg) or an npz pack with "
+            "train_labels"
+        )
+    if val_fraction:
+        train_idx, val_idx = stratified_split(train.labels, val_fraction, seed)
+        return LabeledSplits(Split(train, train_idx), Split(train, val_idx), _class_names(train))
+    if val is None:
+        raise MimzooError(f"no validation split in {spec}: add a val/ (or test/) folder or pass --val-fraction 0.1")
+    if _class_names(val) != _class_names(train):
+        raise MimzooError(
+            f"the classes of the validation split ({len(_class_names(val))}) differ from train's "
+            f"({len(_class_names(train))}) in {spec}; give both the same class subfolders"
+        )
+    return LabeledSplits(Split(train, np.arange(len(train))), Split(val, np.arange(len(val))), _class_names(train),
+                         _split_name(val))
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded per-class split: about ``fraction`` of each class (at least one image) goes to validation."""
+    if not 0 < fraction < 1:
+        raise MimzooError(f"--val-fraction must be in (0, 1), got {fraction}")
+    rng = np.random.default_rng(seed)
+    val = []
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        val.append(members[: max(1, round(fraction * len(members)))])
+    val_idx = np.sort(np.concatenate(val))
+    return np.setdiff1d(np.arange(len(labels)), val_idx), val_idx
+
+
+def _train_and_eval_sources(spec: str) -> tuple[Source, Source | None]:
+    if spec == "builtin":
+        return NpzPackSource(BUILTIN_SAMPLE, "train"), NpzPackSource(BUILTIN_SAMPLE, "test")
+    path = Path(spec).expanduser()
+    if path.suffix == ".npz" and path.is_file():
+        train = NpzPackSource(path, "train")
+        keys = set(np.load(path).files)
+        eval_split = next((s for s in ("val", "test") if f"{s}_jpeg" in keys), None)
+        return train, NpzPackSource(path, eval_split) if eval_split else None
+    if path.is_dir() and (path / "train").is_dir():
+        eval_dir = next((path / s for s in ("val", "test") if (path / s).is_dir()), None)
+        return ImageFolderSource(path / "train"), ImageFolderSource(eval_dir) if eval_dir else None
+    return open_source(spec), None
+
+
+def _split_name(source: Source) -> str:
+    return source.split if isinstance(source, NpzPackSource) else source.root.name
+
+
+def _class_names(source: Source) -> list[str]:
+    return source.classes or [str(c) for c in range(int(source.labels.max()) + 1)]
+
+
+class LabeledDataset(Dataset):
+    """(transformed image, label) for a split; an unreadable image is replaced by the next readable one of the
+    split, with that image's label."""
+
+    def __init__(self, split: Split, transform: Callable[[Image.Image], torch.Tensor]) -> None:
+        self.split, self.transform = split, transform
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, position: int) -> tuple[torch.Tensor, int]:
+        img, index, _ = load_readable(self.split.source, self.split.indices, position)
+        return self.transform(img), int(self.split.source.labels[index])

@@ -1,0 +1,114 @@
+"""End-to-end fine-tuning with MAE's recipe, built from timm's parts.
+
+Layer-wise lr decay (timm's param groups; timm's scheduler multiplies each group's ``lr_scale`` in), drop path,
+RandAugment + random erasing (timm's transform), Mixup/CutMix with label smoothing (timm's Mixup and
+SoftTargetCrossEntropy), global average pooling with a fresh ``fc_norm`` (the encoder's final norm is dropped,
+as MAE fine-tunes), warm-up + cosine, bf16, DDP and resume through the shared supervised loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from timm.data import Mixup, create_transform
+from timm.layers import trunc_normal_
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.models import get_model_args
+from timm.models.vision_transformer import VisionTransformer
+from timm.optim import param_groups_layer_decay
+
+from mimzoo.data.labeled import LabeledDataset, LabeledSplits
+from mimzoo.engine.distributed import DistContext
+from mimzoo.engine.features import backbone_data_config
+from mimzoo.engine.report import Reporter
+from mimzoo.engine.supervised import LoopConfig, SupervisedLoop
+from mimzoo.errors import MimzooError
+
+
+@dataclass
+class FinetuneConfig:
+    """Defaults are MAE's ViT-B recipe (methods.md section 1: FINETUNE.md)."""
+
+    epochs: int = 100
+    warmup_epochs: int = 5
+    batch_size: int = 64  # per process
+    blr: float = 5e-4  # lr = blr x effective batch / 256
+    min_lr: float = 1e-6
+    weight_decay: float = 0.05
+    layer_decay: float = 0.65
+    drop_path: float = 0.1
+    smoothing: float = 0.1
+    mixup: float = 0.8
+    cutmix: float = 1.0
+    reprob: float = 0.25
+    auto_augment: str = "rand-m9-mstd0.5-inc1"
+    pool: str = "avg"  # avg (+ fresh fc_norm, MAE) | token (cls after the pretrained norm)
+    clip_grad: float | None = None
+    workers: int = 4
+    out: str = "runs/finetune"
+    resume: bool = False
+
+
+def build_classifier(backbone: VisionTransformer, num_classes: int, cfg: FinetuneConfig) -> VisionTransformer:
+    """A timm ViT of the backbone's architecture with a classifier, loaded with the backbone's weights.
+
+    Only the head (and, with avg pooling, a fresh ``fc_norm`` replacing the final ``norm``) may differ; any
+    other mismatch means the weights do not fit the architecture.
+    """
+    pool = {"avg": "avg", "token": "token"}.get(cfg.pool)
+    if pool is None:
+        raise MimzooError(f"unknown --pool {cfg.pool!r}; choose avg or token")
+    model_args = {**get_model_args(backbone), "num_classes": num_classes, "global_pool": pool}
+    model = timm.create_model(backbone.pretrained_cfg["architecture"], pretrained=False,
+                              drop_path_rate=cfg.drop_path, **model_args)
+    weights, expected = backbone.state_dict(), model.state_dict()
+    wrong_shape = sorted(k for k in weights if k in expected and weights[k].shape != expected[k].shape)
+    if wrong_shape:
+        raise MimzooError(f"the backbone's weights do not fit {backbone.pretrained_cfg['architecture']}: "
+                          f"{len(wrong_shape)} tensors have other shapes (e.g. {wrong_shape[0]})")
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    allowed_missing = {"head.weight", "head.bias"} | ({"fc_norm.weight", "fc_norm.bias"} if pool == "avg" else set())
+    allowed_unexpected = {"norm.weight", "norm.bias"} if pool == "avg" else set()
+    if set(missing) - allowed_missing or set(unexpected) - allowed_unexpected:
+        raise MimzooError(f"the backbone's weights do not fit {backbone.pretrained_cfg['architecture']}: missing "
+                          f"{sorted(set(missing) - allowed_missing)}, unexpected {sorted(set(unexpected))}")
+    trunc_normal_(model.head.weight, std=2e-5)  # MAE's head init: start near the pretrained features
+    return model
+
+
+def finetune(backbone: VisionTransformer, splits: LabeledSplits, cfg: FinetuneConfig, ctx: DistContext,
+             reporter: Reporter) -> dict[str, Any]:
+    """Fine-tune; returns results (best / last top-1, history), also written to OUT/results.json."""
+    num_classes = len(splits.classes)
+    model = build_classifier(backbone, num_classes, cfg).to(ctx.device)
+    groups = param_groups_layer_decay(model, cfg.weight_decay, no_weight_decay_list=model.no_weight_decay(),
+                                      layer_decay=cfg.layer_decay)
+    lr = cfg.blr * cfg.batch_size * ctx.world_size / 256
+    optimizer = torch.optim.AdamW(groups, lr=lr)
+    data_cfg = backbone_data_config(backbone)
+    train_tf = create_transform(data_cfg["input_size"], is_training=True, auto_augment=cfg.auto_augment or None,
+                                interpolation="bicubic", re_prob=cfg.reprob, re_mode="pixel", re_count=1,
+                                mean=data_cfg["mean"], std=data_cfg["std"])
+    mixup = None
+    if cfg.mixup > 0 or cfg.cutmix > 0:
+        if cfg.batch_size % 2:
+            raise MimzooError(
+                f"Mixup/CutMix pair the images of a batch; use an even --batch-size, not {cfg.batch_size}")
+        mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.smoothing,
+                      num_classes=num_classes)
+    criterion = SoftTargetCrossEntropy() if mixup else LabelSmoothingCrossEntropy(cfg.smoothing)
+    reporter.message(f"fine-tune: {len(splits.train)} train / {len(splits.val)} val images, {num_classes} classes, "
+                     f"lr = blr {cfg.blr:g} x {cfg.batch_size * ctx.world_size}/256 = {lr:.3g}, "
+                     f"layer decay {cfg.layer_decay}")
+    loop = SupervisedLoop(
+        model, optimizer, LabeledDataset(splits.train, train_tf),
+        LabeledDataset(splits.val, create_transform(**data_cfg, is_training=False)), criterion,
+        LoopConfig(cfg.epochs, cfg.warmup_epochs, cfg.batch_size, lr, cfg.min_lr, cfg.workers, Path(cfg.out),
+                   cfg.resume, cfg.clip_grad),
+        ctx, reporter, {**asdict(cfg), "lr": lr, "num_classes": num_classes}, batch_transform=mixup,
+    )
+    return loop.run("fine-tune")

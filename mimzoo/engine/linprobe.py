@@ -1,0 +1,146 @@
+"""Linear probing (MAE's protocol): a frozen encoder, BatchNorm1d(affine=False) + Linear, LARS (or SGD).
+
+Two paths train the same head:
+- cached: features of the centre view are extracted once and the head trains on them (seconds per epoch);
+  the default (``--mode auto``) for training splits of up to ``CACHED_MAX_IMAGES`` images;
+- augmented: every step encodes fresh RandomResizedCrop + flip views through the frozen encoder, as the
+  MAE paper does; the default above that size, where augmentation matters and features would not fit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from timm.data import create_transform
+from timm.layers import trunc_normal_
+from timm.models.vision_transformer import VisionTransformer
+from timm.optim import Lars
+from torch import nn
+from torch.utils.data import DataLoader
+
+from mimzoo.data.labeled import LabeledDataset, LabeledSplits
+from mimzoo.engine.distributed import DistContext
+from mimzoo.engine.features import backbone_data_config, extract_features, pool_tokens
+from mimzoo.engine.report import Reporter
+from mimzoo.engine.supervised import LoopConfig, SupervisedLoop, make_scheduler, write_results
+from mimzoo.errors import MimzooError
+
+CACHED_MAX_IMAGES = 100_000
+
+
+@dataclass
+class LinprobeConfig:
+    """Defaults follow MAE's linear probe (blr 0.1, LARS, 90 epochs, 10 warm-up, no weight decay)."""
+
+    pool: str = "token"
+    mode: str = "auto"  # auto | cached | augmented
+    optimizer: str = "lars"  # lars | sgd
+    epochs: int = 90
+    warmup_epochs: int = 10
+    batch_size: int = 256
+    blr: float = 0.1
+    weight_decay: float = 0.0
+    workers: int = 4
+    out: str = "runs/linprobe"
+    resume: bool = False
+
+
+class ProbeHead(nn.Sequential):
+    """BatchNorm1d without affine parameters, then Linear (weights trunc-normal, std 0.01)."""
+
+    def __init__(self, dim: int, num_classes: int) -> None:
+        super().__init__(nn.BatchNorm1d(dim, affine=False, eps=1e-6), nn.Linear(dim, num_classes))
+        trunc_normal_(self[1].weight, std=0.01)
+        nn.init.zeros_(self[1].bias)
+
+
+class FrozenProbe(nn.Module):
+    """Frozen backbone + trainable head; the backbone stays in eval mode whatever ``train()`` says."""
+
+    def __init__(self, backbone: VisionTransformer, head: ProbeHead, pool: str) -> None:
+        super().__init__()
+        self.backbone, self.head, self.pool = backbone.requires_grad_(False), head, pool
+
+    def train(self, mode: bool = True) -> FrozenProbe:
+        super().train(mode)
+        self.backbone.eval()
+        return self
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            features = pool_tokens(self.backbone, self.backbone.forward_features(images), self.pool)
+        return self.head(features.float())
+
+
+def make_optimizer(cfg: LinprobeConfig, params, lr: float) -> torch.optim.Optimizer:
+    if cfg.optimizer == "lars":
+        return Lars(params, lr=lr, momentum=0.9, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=cfg.weight_decay)
+    raise MimzooError(f"unknown optimizer {cfg.optimizer!r}; choose lars or sgd")
+
+
+def linear_probe(backbone: VisionTransformer, splits: LabeledSplits, cfg: LinprobeConfig, ctx: DistContext,
+                 reporter: Reporter) -> dict[str, Any]:
+    """Train the probe head; returns results (best / last top-1, history) also written to OUT/results.json."""
+    mode = cfg.mode if cfg.mode != "auto" else ("cached" if len(splits.train) <= CACHED_MAX_IMAGES else "augmented")
+    if mode not in ("cached", "augmented"):
+        raise MimzooError(f"unknown --mode {cfg.mode!r}; choose auto, cached or augmented")
+    data_cfg = backbone_data_config(backbone)
+    eval_set = LabeledDataset(splits.val, create_transform(**data_cfg, is_training=False))
+    head = ProbeHead(backbone.num_features, len(splits.classes)).to(ctx.device)
+    lr = cfg.blr * cfg.batch_size * ctx.world_size / 256
+    record = {**asdict(cfg), "mode": mode, "lr": lr, "num_classes": len(splits.classes)}
+    reporter.message(f"linear probe ({mode}): {len(splits.train)} train / {len(splits.val)} val images, "
+                     f"{len(splits.classes)} classes, lr = blr {cfg.blr:g} x {cfg.batch_size * ctx.world_size}/256")
+    if mode == "augmented":
+        train_tf = create_transform(data_cfg["input_size"], is_training=True, color_jitter=None,
+                                    interpolation=data_cfg["interpolation"], mean=data_cfg["mean"], std=data_cfg["std"])
+        model = FrozenProbe(backbone, head, cfg.pool).to(ctx.device)
+        loop = SupervisedLoop(model, make_optimizer(cfg, head.parameters(), lr),
+                              LabeledDataset(splits.train, train_tf), eval_set, nn.CrossEntropyLoss(),
+                              _loop_config(cfg, lr), ctx, reporter, record)
+        return loop.run("linear probe")
+    return _cached_probe(backbone, head, splits, eval_set, cfg, lr, ctx, reporter, record)
+
+
+def _loop_config(cfg: LinprobeConfig, lr: float) -> LoopConfig:
+    return LoopConfig(cfg.epochs, cfg.warmup_epochs, cfg.batch_size, lr, 0.0, cfg.workers, Path(cfg.out), cfg.resume)
+
+
+def _cached_probe(backbone: VisionTransformer, head: ProbeHead, splits: LabeledSplits, eval_set: LabeledDataset,
+                  cfg: LinprobeConfig, lr: float, ctx: DistContext, reporter: Reporter,
+                  record: dict[str, Any]) -> dict[str, Any]:
+    def features(dataset: LabeledDataset) -> tuple[torch.Tensor, torch.Tensor]:
+        loader = DataLoader(dataset, cfg.batch_size, num_workers=cfg.workers)
+        return extract_features(backbone, loader, ctx.device, cfg.pool)
+
+    train_x, train_y = features(LabeledDataset(splits.train, eval_set.transform))
+    val_x, val_y = features(eval_set)
+    optimizer = make_optimizer(cfg, head.parameters(), lr)
+    steps = max(1, len(train_x) // cfg.batch_size)
+    scheduler = make_scheduler(optimizer, _loop_config(cfg, lr), steps)
+    generator = torch.Generator().manual_seed(0)
+    history = []
+    reporter.start(cfg.epochs * steps, 0, "linear probe")
+    for epoch in range(cfg.epochs):
+        head.train()
+        order = torch.randperm(len(train_x), generator=generator).to(ctx.device)
+        for i in range(steps):
+            batch = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+            loss = nn.functional.cross_entropy(head(train_x[batch]), train_y[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step_update(epoch * steps + i + 1)
+        head.eval()
+        with torch.no_grad():
+            top1 = 100.0 * (head(val_x).argmax(1) == val_y).float().mean().item()
+        history.append({"epoch": epoch + 1, "train_loss": loss.item(), "top1": top1})
+        reporter.update((epoch + 1) * steps, {"loss": loss.item(), "top1": top1})
+    reporter.stop()
+    Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    return write_results(Path(cfg.out), history, record, ctx)

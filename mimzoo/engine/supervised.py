@@ -1,0 +1,161 @@
+"""The supervised loop shared by fine-tuning and the augmented linear probe.
+
+Epoch-granular: bf16 autocast on CUDA, DDP under torchrun, per-iteration lr schedule (timm's, so the
+``lr_scale`` of layer-decay groups is applied), top-1 on the validation split after every epoch, an atomic
+checkpoint after every epoch that ``resume`` continues from, and ``results.json`` with best and last top-1.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from timm.scheduler import CosineLRScheduler
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+
+from mimzoo.engine import distributed as dist_utils
+from mimzoo.engine.checkpoint import CHECKPOINT, atomic_path, load_checkpoint, save_checkpoint
+from mimzoo.engine.distributed import DistContext
+from mimzoo.engine.report import Reporter
+from mimzoo.errors import MimzooError
+
+
+@dataclass
+class LoopConfig:
+    epochs: int
+    warmup_epochs: int
+    batch_size: int  # per process
+    lr: float
+    min_lr: float
+    workers: int
+    out: Path
+    resume: bool = False
+    clip_grad: float | None = None
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: LoopConfig, steps_per_epoch: int) -> CosineLRScheduler:
+    """Per-iteration linear warm-up from 0, then half-cosine to ``min_lr`` (MAE's schedule)."""
+    warmup = cfg.warmup_epochs * steps_per_epoch
+    return CosineLRScheduler(optimizer, t_initial=max(1, cfg.epochs * steps_per_epoch - warmup), lr_min=cfg.min_lr,
+                             warmup_t=warmup, warmup_lr_init=0.0, warmup_prefix=True, t_in_epochs=False)
+
+
+def write_results(out: Path, history: list[dict[str, float]], record: dict[str, Any],
+                  ctx: DistContext) -> dict[str, Any]:
+    """Best and last top-1 over the epochs' history, written to OUT/results.json (rank 0)."""
+    results = {"best_top1": max(h["top1"] for h in history), "last_top1": history[-1]["top1"],
+               "epochs": len(history), "history": history, "config": record}
+    if ctx.is_main:
+        with atomic_path(out / "results.json") as tmp:
+            tmp.write_text(json.dumps(results, indent=2))
+    return results
+
+
+class SupervisedLoop:
+    """Trains ``model`` (its trainable parameters are those the optimizer holds) and tracks top-1."""
+
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, train_set: Dataset,
+                 val_set: Dataset, criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                 cfg: LoopConfig, ctx: DistContext, reporter: Reporter, config_record: dict[str, Any],
+                 batch_transform: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None
+                 = None) -> None:
+        self.cfg, self.ctx, self.reporter, self.record = cfg, ctx, reporter, config_record
+        self.model, self.optimizer, self.criterion, self.batch_transform = model, optimizer, criterion, batch_transform
+        self.sampler = DistributedSampler(train_set, ctx.world_size, ctx.rank, shuffle=True, drop_last=True)
+        pin = ctx.device.type == "cuda"
+        self.train_loader = DataLoader(train_set, cfg.batch_size, sampler=self.sampler, num_workers=cfg.workers,
+                                       drop_last=True, pin_memory=pin)
+        if len(self.train_loader) == 0:
+            raise MimzooError(f"--batch-size {cfg.batch_size} x {ctx.world_size} processes is larger than the "
+                              f"training split ({len(train_set)} images); lower --batch-size")
+        # every rank scores a disjoint slice of the validation split; counts are summed (no padding duplicates)
+        val_slice = Subset(val_set, range(ctx.rank, len(val_set), ctx.world_size))
+        self.val_loader = DataLoader(val_slice, cfg.batch_size, num_workers=cfg.workers, pin_memory=pin)
+        self.scheduler = make_scheduler(optimizer, cfg, len(self.train_loader))
+        self.module = model
+        if ctx.enabled:
+            self.model = DistributedDataParallel(model, device_ids=[ctx.device.index] if pin else None)
+        self.epoch, self.history = 0, []
+        if cfg.resume:
+            self._load()
+        elif (cfg.out / CHECKPOINT).exists():
+            raise MimzooError(f"{cfg.out} already holds a run; continue it with --resume or choose a new --out")
+
+    def _load(self) -> None:
+        path = self.cfg.out / CHECKPOINT
+        if not path.exists():
+            raise MimzooError(f"no checkpoint to resume in {self.cfg.out}; drop --resume to start a new run")
+        state = load_checkpoint(path, self.ctx.device)
+        self.module.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch, self.history = state["epoch"], state["history"]
+        self.reporter.message(f"resumed {self.cfg.out} after epoch {self.epoch}")
+
+    def _save(self) -> None:
+        if self.ctx.is_main:
+            save_checkpoint(self.cfg.out / CHECKPOINT, {"model": self.module.state_dict(),
+                                                        "optimizer": self.optimizer.state_dict(),
+                                                        "epoch": self.epoch, "history": self.history,
+                                                        "config": self.record})
+        dist_utils.barrier(self.ctx)
+
+    def run(self, description: str) -> dict[str, Any]:
+        steps = len(self.train_loader)
+        self.scheduler.step_update(self.epoch * steps)
+        self.reporter.start(self.cfg.epochs * steps, self.epoch * steps, description)
+        try:
+            while self.epoch < self.cfg.epochs:
+                loss = self._train_epoch()
+                top1 = self.evaluate()
+                self.epoch += 1
+                self.history.append({"epoch": self.epoch, "train_loss": loss, "top1": top1})
+                self.reporter.message(f"epoch {self.epoch}: train loss {loss:.4f}, val top-1 {top1:.2f}")
+                self._save()
+        finally:
+            self.reporter.stop()
+        return write_results(self.cfg.out, self.history, self.record, self.ctx)
+
+    def _train_epoch(self) -> float:
+        device, steps = self.ctx.device, len(self.train_loader)
+        self.sampler.set_epoch(self.epoch)
+        self.model.train()
+        total = torch.zeros((), device=device)
+        for i, (images, labels) in enumerate(self.train_loader):
+            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            if self.batch_transform is not None:
+                images, labels = self.batch_transform(images, labels)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                loss = self.criterion(self.model(images), labels)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.cfg.clip_grad:
+                torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.cfg.clip_grad)
+            self.optimizer.step()
+            step = self.epoch * steps + i + 1
+            self.scheduler.step_update(step)
+            total += loss.detach().float()
+            self.reporter.update(step, {"loss": loss.item()} if step % 10 == 0 else {})
+        mean = dist_utils.mean_across_ranks(self.ctx, total / steps).item()
+        if not math.isfinite(mean):
+            raise MimzooError(f"non-finite training loss in epoch {self.epoch + 1}; lower --blr and start again")
+        return mean
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        """Top-1 accuracy (%) on the whole validation split."""
+        device = self.ctx.device
+        self.model.eval()
+        counts = torch.zeros(2, device=device)
+        for images, labels in self.val_loader:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                logits = self.module(images.to(device, non_blocking=True))
+            counts[0] += (logits.argmax(-1) == labels.to(device)).sum()
+            counts[1] += labels.numel()
+        counts = dist_utils.mean_across_ranks(self.ctx, counts) * self.ctx.world_size
+        return 100.0 * counts[0].item() / max(1.0, counts[1].item())

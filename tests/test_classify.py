@@ -1,0 +1,118 @@
+"""Downstream classification mechanics: linear probe, kNN, fine-tune (not accuracy)."""
+
+import pytest
+import timm
+import torch
+
+from mimzoo.data.labeled import open_labeled, stratified_split
+from mimzoo.engine.distributed import DistContext
+from mimzoo.engine.finetune import FinetuneConfig, build_classifier, finetune
+from mimzoo.engine.knn import knn_predict, top1
+from mimzoo.engine.linprobe import LinprobeConfig, linear_probe
+from mimzoo.engine.report import SilentReporter
+from mimzoo.engine.supervised import LoopConfig, make_scheduler
+from mimzoo.errors import MimzooError
+
+CPU = DistContext(0, 1, 0, torch.device("cpu"))
+
+
+def tiny_backbone(depth: int = 2):
+    torch.manual_seed(0)
+    return timm.create_model("vit_tiny_patch16_224", num_classes=0, img_size=32, patch_size=4, depth=depth)
+
+
+@pytest.fixture(scope="module")
+def splits(image_folder):
+    return open_labeled(str(image_folder), val_fraction=0.25, seed=0)
+
+
+def test_stratified_split_is_seeded_and_per_class():
+    labels = torch.arange(3).repeat_interleave(20).numpy()
+    train, val = stratified_split(labels, 0.25, seed=1)
+    assert len(val) == 15 and sorted(labels[val].tolist()) == [0] * 5 + [1] * 5 + [2] * 5
+    assert set(train) | set(val) == set(range(60)) and not set(train) & set(val)
+    assert (stratified_split(labels, 0.25, seed=1)[1] == val).all()
+
+
+def test_knn_separable_features_are_perfect_and_shuffled_labels_near_chance():
+    gen = torch.Generator().manual_seed(0)
+    centers = torch.randn(10, 64, generator=gen) * 5
+    labels = torch.arange(10).repeat(100)
+    bank = centers[labels] + torch.randn(1000, 64, generator=gen)
+    queries = centers[labels[:500]] + torch.randn(500, 64, generator=gen)
+    assert top1(knn_predict(bank, labels, queries, 10), labels[:500]) == 100.0
+    shuffled = labels[torch.randperm(1000, generator=gen)]
+    assert top1(knn_predict(bank, shuffled, queries, 10), labels[:500]) < 25.0
+
+
+@pytest.mark.parametrize("mode", ["cached", "augmented"])
+def test_linear_probe_trains_only_the_head(splits, tmp_path, mode):
+    backbone = tiny_backbone()
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    cfg = LinprobeConfig(mode=mode, epochs=2, warmup_epochs=1, batch_size=8, workers=0, out=str(tmp_path / mode))
+    results = linear_probe(backbone, splits, cfg, CPU, SilentReporter())
+    assert all(torch.equal(before[k], v) for k, v in backbone.state_dict().items())
+    assert len(results["history"]) == 2 and 0 <= results["best_top1"] <= 100
+    assert (tmp_path / mode / "results.json").exists()
+
+
+def test_layer_decay_scales_follow_the_mae_formula():
+    backbone, decay, depth = tiny_backbone(depth=4), 0.65, 4
+    model = build_classifier(backbone, 10, FinetuneConfig(layer_decay=decay))
+    from timm.optim import param_groups_layer_decay
+
+    groups = param_groups_layer_decay(model, 0.05, model.no_weight_decay(), layer_decay=decay)
+    optimizer = torch.optim.AdamW(groups, lr=1.0)
+    make_scheduler(optimizer, LoopConfig(2, 0, 8, 1.0, 0.0, 0, None), 10).step_update(0)
+    lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    names = dict(model.named_parameters())
+    # MAE: embeddings are layer 0, block k is layer k + 1, head/fc_norm the top (depth + 1) with scale 1
+    assert lr_of[id(names["patch_embed.proj.weight"])] == pytest.approx(decay ** (depth + 1))
+    for k in range(depth):
+        assert lr_of[id(names[f"blocks.{k}.mlp.fc1.weight"])] == pytest.approx(decay ** (depth - k))
+    assert lr_of[id(names["head.weight"])] == pytest.approx(1.0)
+    assert lr_of[id(names["fc_norm.weight"])] == pytest.approx(1.0)
+
+
+def test_finetune_changes_the_encoder_and_resumes(splits, tmp_path):
+    backbone = tiny_backbone()
+    cfg = FinetuneConfig(epochs=1, warmup_epochs=0, batch_size=8, workers=0, out=str(tmp_path / "ft"), blr=1e-2)
+    finetune(backbone, splits, cfg, CPU, SilentReporter())
+    state = torch.load(tmp_path / "ft" / "checkpoint.pt", weights_only=True)
+    tuned = state["model"]["blocks.0.attn.qkv.weight"]
+    assert not torch.equal(tuned, backbone.state_dict()["blocks.0.attn.qkv.weight"])
+    assert "fc_norm.weight" in state["model"] and state["epoch"] == 1
+    cfg.epochs, cfg.resume = 2, True
+    results = finetune(backbone, splits, cfg, CPU, SilentReporter())
+    assert [h["epoch"] for h in results["history"]] == [1, 2]
+    assert results["best_top1"] >= results["last_top1"] - 1e-9
+
+
+def test_backbone_that_does_not_fit_the_architecture():
+    backbone = tiny_backbone()
+    backbone.pretrained_cfg = {**backbone.pretrained_cfg, "architecture": "vit_small_patch16_224"}
+    with pytest.raises(MimzooError, match="do not fit vit_small_patch16_224"):
+        build_classifier(backbone, 10, FinetuneConfig())
+
+
+def test_data_without_labels_or_validation(tmp_path, image_folder):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i, path in enumerate(sorted(image_folder.rglob("*.png"))[:4]):
+        (flat / f"{i}.png").write_bytes(path.read_bytes())
+    with pytest.raises(MimzooError, match="no labels"):
+        open_labeled(str(flat), val_fraction=0.5)
+    with pytest.raises(MimzooError, match="no validation split"):
+        open_labeled(str(image_folder))
+
+
+def test_train_and_val_classes_must_match(tmp_path, image_folder):
+    classes = sorted(p for p in image_folder.iterdir())
+    for split, chosen in (("train", classes), ("val", classes[:1])):
+        for folder in chosen:
+            (tmp_path / split / folder.name).mkdir(parents=True)
+            for img in list(folder.iterdir())[:2]:
+                (tmp_path / split / folder.name / img.name).write_bytes(img.read_bytes())
+    with pytest.raises(MimzooError, match="classes of the validation split"):
+        open_labeled(str(tmp_path))
+    assert len(open_labeled("builtin").classes) == 10
