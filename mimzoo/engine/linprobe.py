@@ -142,5 +142,4 @@ def _cached_probe(backbone: VisionTransformer, head: ProbeHead, splits: LabeledS
         history.append({"epoch": epoch + 1, "train_loss": loss.item(), "top1": top1})
         reporter.update((epoch + 1) * steps, {"loss": loss.item(), "top1": top1})
     reporter.stop()
-    Path(cfg.out).mkdir(parents=True, exist_ok=True)
     return write_results(Path(cfg.out), history, record, ctx)

@@ -37,6 +37,7 @@ class LoopConfig:
     out: Path
     resume: bool = False
     clip_grad: float | None = None
+    eval_batch_size: int | None = None  # None = batch_size
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: LoopConfig, steps_per_epoch: int) -> CosineLRScheduler:
@@ -46,15 +47,34 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: LoopConfig, steps_per_
                              warmup_t=warmup, warmup_lr_init=0.0, warmup_prefix=True, t_in_epochs=False)
 
 
-def write_results(out: Path, history: list[dict[str, float]], record: dict[str, Any],
-                  ctx: DistContext) -> dict[str, Any]:
-    """Best and last top-1 over the epochs' history, written to OUT/results.json (rank 0)."""
-    results = {"best_top1": max(h["top1"] for h in history), "last_top1": history[-1]["top1"],
-               "epochs": len(history), "history": history, "config": record}
+Evaluator = Callable[[torch.nn.Module, DataLoader, DistContext], dict[str, Any]]
+
+
+def write_results(out: Path, history: list[dict[str, Any]], record: dict[str, Any], ctx: DistContext,
+                  headline: str = "top1", details: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Best and last ``headline`` metric over the epochs' history (plus the last evaluation's ``details``),
+    written to OUT/results.json (rank 0)."""
+    results = {f"best_{headline}": max(h[headline] for h in history), f"last_{headline}": history[-1][headline],
+               "epochs": len(history), **(details or {}), "history": history, "config": record}
     if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
         with atomic_path(out / "results.json") as tmp:
             tmp.write_text(json.dumps(results, indent=2))
     return results
+
+
+@torch.no_grad()
+def top1_evaluator(model: torch.nn.Module, loader: DataLoader, ctx: DistContext) -> dict[str, Any]:
+    """Top-1 accuracy (%) over the whole split; each rank scores its slice and the counts are summed."""
+    device = ctx.device
+    counts = torch.zeros(2, device=device)
+    for images, labels in loader:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = model(images.to(device, non_blocking=True))
+        counts[0] += (logits.argmax(-1) == labels.to(device)).sum()
+        counts[1] += labels.numel()
+    counts = dist_utils.mean_across_ranks(ctx, counts) * ctx.world_size
+    return {"top1": 100.0 * counts[0].item() / max(1.0, counts[1].item())}
 
 
 class SupervisedLoop:
@@ -64,8 +84,9 @@ class SupervisedLoop:
                  val_set: Dataset, criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                  cfg: LoopConfig, ctx: DistContext, reporter: Reporter, config_record: dict[str, Any],
                  batch_transform: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None
-                 = None) -> None:
+                 = None, evaluator: Evaluator = top1_evaluator, headline: str = "top1") -> None:
         self.cfg, self.ctx, self.reporter, self.record = cfg, ctx, reporter, config_record
+        self.evaluator, self.headline, self.details = evaluator, headline, {}
         self.model, self.optimizer, self.criterion, self.batch_transform = model, optimizer, criterion, batch_transform
         self.sampler = DistributedSampler(train_set, ctx.world_size, ctx.rank, shuffle=True, drop_last=True)
         pin = ctx.device.type == "cuda"
@@ -76,7 +97,8 @@ class SupervisedLoop:
                               f"training split ({len(train_set)} images); lower --batch-size")
         # every rank scores a disjoint slice of the validation split; counts are summed (no padding duplicates)
         val_slice = Subset(val_set, range(ctx.rank, len(val_set), ctx.world_size))
-        self.val_loader = DataLoader(val_slice, cfg.batch_size, num_workers=cfg.workers, pin_memory=pin)
+        self.val_loader = DataLoader(val_slice, cfg.eval_batch_size or cfg.batch_size, num_workers=cfg.workers,
+                                     pin_memory=pin)
         self.scheduler = make_scheduler(optimizer, cfg, len(self.train_loader))
         self.module = model
         if ctx.enabled:
@@ -112,14 +134,18 @@ class SupervisedLoop:
         try:
             while self.epoch < self.cfg.epochs:
                 loss = self._train_epoch()
-                top1 = self.evaluate()
+                self.model.eval()
+                metrics = self.evaluator(self.module, self.val_loader, self.ctx)
                 self.epoch += 1
-                self.history.append({"epoch": self.epoch, "train_loss": loss, "top1": top1})
-                self.reporter.message(f"epoch {self.epoch}: train loss {loss:.4f}, val top-1 {top1:.2f}")
+                scalars = {k: v for k, v in metrics.items() if isinstance(v, float)}
+                self.details = {k: v for k, v in metrics.items() if k not in scalars}
+                self.history.append({"epoch": self.epoch, "train_loss": loss, **scalars})
+                shown = ", ".join(f"{k} {v:.2f}" for k, v in scalars.items())
+                self.reporter.message(f"epoch {self.epoch}: train loss {loss:.4f}, val {shown}")
                 self._save()
         finally:
             self.reporter.stop()
-        return write_results(self.cfg.out, self.history, self.record, self.ctx)
+        return write_results(self.cfg.out, self.history, self.record, self.ctx, self.headline, self.details)
 
     def _train_epoch(self) -> float:
         device, steps = self.ctx.device, len(self.train_loader)
@@ -145,17 +171,3 @@ class SupervisedLoop:
         if not math.isfinite(mean):
             raise MimzooError(f"non-finite training loss in epoch {self.epoch + 1}; lower --blr and start again")
         return mean
-
-    @torch.no_grad()
-    def evaluate(self) -> float:
-        """Top-1 accuracy (%) on the whole validation split."""
-        device = self.ctx.device
-        self.model.eval()
-        counts = torch.zeros(2, device=device)
-        for images, labels in self.val_loader:
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                logits = self.module(images.to(device, non_blocking=True))
-            counts[0] += (logits.argmax(-1) == labels.to(device)).sum()
-            counts[1] += labels.numel()
-        counts = dist_utils.mean_across_ranks(self.ctx, counts) * self.ctx.world_size
-        return 100.0 * counts[0].item() / max(1.0, counts[1].item())

@@ -1,0 +1,141 @@
+"""Segmentation with smp DPT: data layouts and checks, metrics, strict backbone load, a short training run."""
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+
+from mimzoo.data.segmentation import SegDataset, check_split, open_segmentation
+from mimzoo.engine.distributed import DistContext
+from mimzoo.engine.report import SilentReporter
+from mimzoo.engine.seg_metrics import SegMeter
+from mimzoo.engine.segment import SegmentConfig, build_dpt, input_multiple, segment
+from mimzoo.errors import MimzooError
+
+CPU = DistContext(0, 1, 0, torch.device("cpu"))
+CAMVID_PACK = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid_180x240_jpeg95.npz"
+
+
+def scene(seed: int, height: int = 32, width: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Sky (0) over road (1), with a car (2) box; a 2-px unlabelled (255) border."""
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((height, width), np.uint8)
+    horizon = rng.integers(height // 3, 2 * height // 3)
+    mask[horizon:] = 1
+    top, left = rng.integers(horizon, height - 8), rng.integers(0, width - 16)
+    mask[top : top + 8, left : left + 16] = 2
+    colours = np.array([[90, 140, 230], [80, 80, 80], [200, 30, 30]], np.uint8)
+    image = colours[mask] + rng.integers(0, 20, (height, width, 3)).astype(np.uint8)
+    mask[:2], mask[-2:] = 255, 255
+    return image, mask
+
+
+def write_generic(root: Path, splits=(("train", 8), ("val", 3)), size=(32, 32)) -> Path:
+    (root / "classes.txt").parent.mkdir(parents=True, exist_ok=True)
+    (root / "classes.txt").write_text("sky\nroad\ncar\n")
+    for split, count in splits:
+        for sub in ("images", "masks"):
+            (root / split / sub).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            image, mask = scene(hash((split, i)) % 1000, *size)
+            Image.fromarray(image).save(root / split / "images" / f"{i}.jpg")
+            Image.fromarray(mask).save(root / split / "masks" / f"{i}.png")
+    return root
+
+
+def tiny_backbone():
+    torch.manual_seed(0)
+    return timm.create_model("vit_tiny_patch16_224", num_classes=0, img_size=32, patch_size=4)
+
+
+def test_miou_matches_a_hand_computed_example():
+    meter = SegMeter(num_classes=3, ignore_index=255)
+    prediction = torch.tensor([[[0, 0, 1, 1], [0, 1, 1, 0]]])
+    target = torch.tensor([[[0, 0, 1, 255], [1, 1, 1, 0]]])
+    meter.update(prediction, target)
+    result = meter.compute()
+    # class 0: tp 3, fp 1 -> 3/4; class 1: tp 3, fn 1 -> 3/4; class 2 absent everywhere -> no IoU, not averaged;
+    # the ignored pixel (predicted 1) counts nowhere: 6 of 7 labelled pixels are right
+    assert result["iou_per_class"] == [75.0, 75.0, None]
+    assert result["miou"] == pytest.approx(75.0)
+    assert result["pixel_accuracy"] == pytest.approx(600 / 7)
+
+
+def test_encoder_holds_the_backbone_weights():
+    backbone = tiny_backbone()
+    model = build_dpt(backbone, num_classes=3)
+    assert torch.equal(model.encoder.model.blocks[1].attn.qkv.weight, backbone.blocks[1].attn.qkv.weight)
+    assert torch.equal(model.encoder.model.pos_embed, backbone.pos_embed)
+
+
+def test_generic_layout_and_padded_evaluation(tmp_path):
+    data = open_segmentation(str(write_generic(tmp_path / "seg", size=(40, 48))))
+    assert data.classes == ["sky", "road", "car"] and len(data.train) == 8 and len(data.val) == 3
+    multiple = input_multiple(tiny_backbone())
+    assert multiple == 32
+    image, mask = SegDataset(data.val, (0.5,) * 3, (0.5,) * 3, 255, multiple)[0]
+    assert image.shape == (3, 64, 64) and mask.shape == (64, 64)
+    assert torch.all(mask[40:] == 255) and torch.all(mask[:, 48:] == 255)  # padding is ignored
+    image, mask = SegDataset(data.train, (0.5,) * 3, (0.5,) * 3, 255, multiple, crop=32)[0]
+    assert image.shape == (3, 32, 32) and mask.shape == (32, 32)
+
+
+def test_bad_masks_give_one_clear_line(tmp_path):
+    root = write_generic(tmp_path / "seg", splits=(("train", 2), ("val", 1)))
+    Image.fromarray(np.full((24, 32), 1, np.uint8)).save(root / "train" / "masks" / "1.png")
+    data = open_segmentation(str(root))
+    with pytest.raises(MimzooError, match=r"train 1: mask size \(24, 32\) differs from image size \(32, 32\)"):
+        check_split(data.train, 3, 255, "train")
+    Image.fromarray(np.full((32, 32), 7, np.uint8)).save(root / "train" / "masks" / "1.png")
+    with pytest.raises(MimzooError, match="label 7 is not below the 3 classes"):
+        check_split(open_segmentation(str(root)).train, 3, 255, "train")
+    with pytest.raises(MimzooError, match="not a segmentation dataset"):
+        open_segmentation(str(tmp_path))
+
+
+def test_npz_pack_layout(tmp_path):
+    arrays = {"classes": np.array(["sky", "road", "car", "unlabelled"])}
+    for split, count in (("train", 3), ("val", 2)):
+        blobs, masks = [], []
+        for i in range(count):
+            image, mask = scene(i)
+            buf = io.BytesIO()
+            Image.fromarray(image).save(buf, format="JPEG", quality=95)
+            blobs.append(np.frombuffer(buf.getvalue(), np.uint8))
+            masks.append(np.where(mask == 255, 3, mask))
+        arrays[f"{split}_jpeg"] = np.concatenate(blobs)
+        arrays[f"{split}_offsets"] = np.cumsum([0] + [len(b) for b in blobs])
+        arrays[f"{split}_y"] = np.stack(masks)
+    np.savez(tmp_path / "pack.npz", **arrays)
+    data = open_segmentation(str(tmp_path / "pack.npz"))
+    assert data.classes == ["sky", "road", "car"]  # 'unlabelled' is the ignore label
+    check_split(data.train, 3, 3, "train")
+    assert data.val.image(1).shape == (32, 32, 3)
+
+
+@pytest.mark.skipif(not CAMVID_PACK.exists(), reason="../shared/data is not beside the checkout")
+def test_real_camvid_pack_reads():
+    data = open_segmentation(str(CAMVID_PACK), eval_split="test")
+    assert len(data.classes) == 11 and len(data.train) == 367 and len(data.val) == 233
+    assert data.train.image(0).shape == (180, 240, 3) and data.train.mask(0).shape == (180, 240)
+
+
+def test_short_training_run_end_to_end(tmp_path):
+    data = open_segmentation(str(write_generic(tmp_path / "seg")))
+    cfg = SegmentConfig(epochs=2, warmup_epochs=1, batch_size=4, crop=32, workers=0, out=str(tmp_path / "out"),
+                        lr=1e-3, previews=2)
+    results = segment(tiny_backbone(), data, cfg, CPU, SilentReporter())
+    assert 0 <= results["last_miou"] <= 100 and len(results["iou_per_class"]) == 3
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["history"][-1]["miou"] == results["last_miou"] and "pixel_accuracy" in saved["history"][-1]
+    with Image.open(tmp_path / "out" / "predictions.png") as preview:
+        assert preview.size == (3 * 32, 2 * 32)
+    import segmentation_models_pytorch as smp
+
+    reloaded = smp.from_pretrained(tmp_path / "out" / "model")
+    assert isinstance(reloaded, smp.DPT)
