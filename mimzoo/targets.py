@@ -1,16 +1,18 @@
 """Reconstruction targets: patchify, norm-pix and their inverses, and image-level filters applied before them.
 
 Image filters (``--target``) turn the normalised input batch into the image a pixel-target method
-reconstructs; the encoder always sees the unfiltered image.
+reconstructs; the encoder always sees the unfiltered image. HOG (LocalMIM's target) describes local gradients
+instead of pixels.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 
 import torch
+from torch.nn import functional as F
 
 from mimzoo.data.loader import IMAGENET_MEAN, IMAGENET_STD
 from mimzoo.errors import MimzooError
@@ -39,6 +41,15 @@ def norm_pix(patches: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     mean = patches.mean(dim=-1, keepdim=True)
     var = patches.var(dim=-1, keepdim=True)
     return (patches - mean) / (var + eps) ** 0.5
+
+
+def norm_pix_per_channel(patches: torch.Tensor, channels: int = 3, eps: float = 1e-6) -> torch.Tensor:
+    """Beyond Masking's variant, (B, N, p*p*C) -> same: each channel of each patch normalised on its own,
+    (t - mean) / (unbiased std + eps) over the patch's p*p pixels (methods.md section 5(b))."""
+    b, n, k = patches.shape
+    x = patches.reshape(b, n, k // channels, channels)
+    x = (x - x.mean(dim=2, keepdim=True)) / (x.std(dim=2, keepdim=True) + eps)
+    return x.reshape(b, n, k)
 
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -99,3 +110,37 @@ def image_filter(target: str, img_size: int, radius: float | None = None) -> Ima
                               f"pick a radius inside the spectrum (default {lowpass_radius(img_size):.1f})")
         return partial(lowpass_filter, radius=radius)
     raise MimzooError(f"unknown target {target!r}; choose one of: {', '.join(IMAGE_TARGETS)}")
+
+
+HOG_BINS = 9
+
+
+def hog_features(images: torch.Tensor, cells: Sequence[int], nbins: int = HOG_BINS) -> list[torch.Tensor]:
+    """LocalMIM's HOG targets: (B, C, H, W) -> for each cell size c, (B, (H/c) * (W/c), C * nbins), cells row-major,
+    features ordered (channel, bin).
+
+    Per channel: Sobel gradients (reflect padding); the unsigned orientation atan2(gy, gx) mod pi is hard-binned
+    into ``nbins`` (bin 0 = horizontal gradients, i.e. vertical edges), each pixel voting with its magnitude; the
+    votes are averaged over each c x c cell and every cell's histogram is L2-normalised per channel (a flat cell
+    stays 0). Cell sizes must be multiples of the smallest and divide H and W. Runs in fp32 on the images' device.
+    """
+    channels, finest = images.shape[1], min(cells)
+    with torch.autocast(images.device.type, enabled=False):
+        x = F.pad(images.float(), (1, 1, 1, 1), mode="reflect")
+        # Sobel as a central difference, then [1, 2, 1] smoothing across it: differencing first keeps flat regions
+        # exactly 0, where a 3x3 conv leaves ~1e-8 rounding that the L2 normalisation would blow up to unit norm
+        dx, dy = x[..., 2:] - x[..., :-2], x[..., 2:, :] - x[..., :-2, :]
+        gx = dx[..., :-2, :] + 2 * dx[..., 1:-1, :] + dx[..., 2:, :]  # (B, C, H, W)
+        gy = dy[..., :-2] + 2 * dy[..., 1:-1] + dy[..., 2:]
+        magnitude = torch.hypot(gx, gy)
+        # theta / pi * nbins lies in (-nbins, nbins]; the modulo folds theta and theta + pi into one bin
+        bins = torch.floor(torch.atan2(gy, gx) / math.pi * nbins).long() % nbins
+        # one pooled map per bin keeps memory at a few image-sized tensors, not nbins of them
+        hist = torch.stack([F.avg_pool2d(magnitude * (bins == k), finest) for k in range(nbins)], dim=2)
+        hist = hist.flatten(1, 2)  # (B, C * nbins, H / finest, W / finest)
+        features = []
+        for cell in cells:
+            pooled = F.avg_pool2d(hist, cell // finest)  # an average of averages over equal sub-cells
+            pooled = F.normalize(pooled.unflatten(1, (channels, nbins)), dim=2).flatten(1, 2)
+            features.append(pooled.flatten(2).transpose(1, 2))
+        return features

@@ -56,6 +56,33 @@ def tiny_pretrain_args(data: Path, out: Path, *extra) -> list[str]:
             "--warmup-epochs", "0", "--workers", "0", "--blr", "1e-3", *extra]
 
 
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory, npz_pack) -> tuple[Path, str]:
+    """One finished tiny MAE run (5 steps, a metrics line per step) and its CLI output; copy it before changing it."""
+    from mimzoo_cli.app import app
+
+    out = tmp_path_factory.mktemp("run") / "r"
+    result = CliRunner().invoke(app, [str(a) for a in tiny_pretrain_args(npz_pack, out, "--log-every", "1")])
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+@pytest.fixture()
+def hf_cache(tmp_path, monkeypatch) -> Path:
+    """An empty, offline Hugging Face cache and no token, here (huggingface_hub reads its constants per call) and
+    in subprocesses (through the environment)."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hf-cache"
+    cache.mkdir()
+    settings = {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": True, "HF_TOKEN_PATH": str(tmp_path / "no-token")}
+    for name, value in settings.items():
+        monkeypatch.setattr(constants, name, value)
+        monkeypatch.setenv(name, "1" if value is True else value)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    return cache
+
+
 def run_python(code: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run code in a fresh interpreter (used to prove plain timm needs no mimzoo import)."""
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout,

@@ -85,7 +85,8 @@ def test_pixmim_pretrain_runs_and_exports_a_plain_timm_backbone(cli, npz_pack, t
 
 @pytest.mark.parametrize("extra,expected", [(["--method", "mae", "--target", "lowpass"], ("rrc", "lowpass")),
                                             (["--method", "mae", "--crop", "src"], ("src", "pixel")),
-                                            (["--method", "pixmim", "--crop", "rrc"], ("rrc", "lowpass"))])
+                                            (["--method", "pixmim", "--crop", "rrc"], ("rrc", "lowpass")),
+                                            (["--method", "mff", "--target", "lowpass"], ("src", "lowpass"))])
 def test_pixmim_parts_combine_independently(cli, npz_pack, tmp_path, extra, expected):
     out = tmp_path / "ablation"
     result = cli(*tiny_pretrain_args(npz_pack, out, *extra, "--batch-size", "20"))

@@ -17,23 +17,11 @@ model = timm.create_model(cfg["architecture"], pretrained=True, num_classes=0,
 from safetensors.torch import load_file
 model.load_state_dict(load_file(export + "/model.safetensors"), strict=True)
 torch.manual_seed(0)
-x = torch.randn(2, 3, 32, 32)
+x = torch.randn(2, 3, *model.patch_embed.img_size)  # the arch's input size
 torch.save(model.eval().forward_features(x), sys.argv[2])
 assert "mimzoo" not in sys.modules
 print("plain timm ok")
 """
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory, npz_pack):
-    from typer.testing import CliRunner
-
-    from mimzoo_cli.app import app
-
-    out = tmp_path_factory.mktemp("run") / "r"
-    result = CliRunner().invoke(app, [str(a) for a in tiny_pretrain_args(npz_pack, out, "--log-every", "1")])
-    assert result.exit_code == 0, result.output
-    return out, result.output
 
 
 def test_run_folder_contents(finished_run):
@@ -46,7 +34,8 @@ def test_run_folder_contents(finished_run):
     assert {"step", "epoch", "loss", "lr", "grad_norm", "img_per_s"} <= lines[0].keys()
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     assert state["step"] == 5 and {"model", "optimizer", "scheduler", "rng", "config"} <= state.keys()
-    assert sorted(p.name for p in (out / "export").iterdir()) == ["config.json", "mimzoo.json", "model.safetensors"]
+    assert sorted(p.name for p in (out / "export").iterdir()) == [
+        "README.md", "config.json", "mimzoo.json", "model.safetensors", "pretrainer.safetensors"]
 
 
 def test_export_holds_encoder_only_and_loads_in_plain_timm(finished_run, tmp_path):

@@ -27,7 +27,8 @@ def main() -> None:
 @app.command()
 @fail_cleanly
 def pretrain(
-    method: Annotated[str | None, typer.Option(help="Pretraining method: mae, pixmim.")] = None,
+    method: Annotated[str | None, typer.Option(
+        help="Pretraining method: mae, pixmim, mff, misalign, localmim.")] = None,
     arch: Annotated[str | None, typer.Option(help="ViT, e.g. vit_base_patch16_224 or vit_tiny_patch4_32.")] = None,
     data: Annotated[str | None, typer.Option(help="Image folder, PACK.npz[:split], or builtin.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs (MAE recipe: 400-1600).")] = None,
@@ -41,8 +42,16 @@ def pretrain(
         bool | None, typer.Option("--norm-pix-loss/--no-norm-pix-loss", help="Per-patch normalised target.")
     ] = None,
     crop: Annotated[str | None, typer.Option(help="View: rrc (MAE) or src (PixMIM); default: the method's.")] = None,
-    target: Annotated[str | None, typer.Option(help="Target: pixel or lowpass; default: the method's.")] = None,
+    target: Annotated[str | None, typer.Option(
+        help="Target: pixel or lowpass; hog for localmim; default: the method's (localmim: hog).")] = None,
     lowpass_radius: Annotated[float | None, typer.Option(help="Low-pass radius in px (40 at 224 px, scaled).")] = None,
+    localmim_scales: Annotated[str | None, typer.Option(
+        help="localmim: output scales, e.g. 4,2,1,0.5 (default: those that fit the arch and target); n scales, "
+        "fine to coarse, read the last n of blocks 1, 3, depth-3, depth-1.")] = None,
+    mff_layers: Annotated[str | None, typer.Option(
+        help="MFF: 0-based blocks to fuse, ending with the last; default 0,2,4,6,8,11 for 12 blocks.")] = None,
+    degradation: Annotated[str | None, typer.Option(
+        help="misalign: zoom-in (default), zoom-out, distort, blur or decolor, composed with masking.")] = None,
     weight_decay: Annotated[float | None, typer.Option(help="AdamW weight decay.")] = None,
     clip_grad: Annotated[float | None, typer.Option(help="Clip the gradient norm to this value.")] = None,
     out: Annotated[Path | None, typer.Option(help="Run folder (config, metrics, checkpoint, export).")] = None,
@@ -60,11 +69,31 @@ def pretrain(
     """
     from mimzoo.engine.config import DEMO, PretrainConfig
     from mimzoo.engine.pretrain import pretrain as run_pretrain
+    from mimzoo.methods.localmim import parse_scales
+    from mimzoo.methods.mff import parse_layers
     from mimzoo_cli.progress import RichReporter
 
     given = {k: v for k, v in locals().items() if v is not None and k in PretrainConfig.__dataclass_fields__}
     if "out" in given:
         given["out"] = str(given["out"])
+    if "mff_layers" in given:
+        given["mff_layers"] = parse_layers(given["mff_layers"])
+    if "localmim_scales" in given:
+        given["localmim_scales"] = parse_scales(given["localmim_scales"])
     preset = {} if data is not None or resume else DEMO
     cfg = PretrainConfig(**{**preset, **given})
     run_pretrain(cfg, resume=resume, explicit=set(given), reporter=RichReporter())
+
+
+def _register_commands() -> None:
+    from mimzoo_cli import downstream_commands as downstream
+
+    for command in (downstream.knn, downstream.linprobe, downstream.finetune, downstream.segment):
+        app.command()(command)
+    from mimzoo_cli import hub_commands
+
+    for name, command in hub_commands.COMMANDS.items():
+        app.command(name=name)(command)
+
+
+_register_commands()

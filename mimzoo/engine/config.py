@@ -28,8 +28,11 @@ class PretrainConfig:
     clip_grad: float | None = None
     mask_ratio: float = 0.75
     crop: str | None = None  # data view: rrc | src; None = the method's default
-    target: str | None = None  # reconstruction target: pixel | lowpass; None = the method's default
+    target: str | None = None  # reconstruction target: pixel | lowpass | hog (localmim); None = the method's default
     lowpass_radius: float | None = None  # None = 40 px at 224, scaled with the image size
+    localmim_scales: list[float] | None = None  # fine to coarse; None = those of 4,2,1,0.5 that fit arch/target
+    mff_layers: list[int] | None = None  # MFF's fused blocks (0-based); None = the arch's default, filled in
+    degradation: str | None = None  # misalign: zoom-in | zoom-out | distort | blur | decolor; None = zoom-in
     norm_pix_loss: bool = True
     seed: int = 0
     workers: int = field(default_factory=lambda: min(8, os.cpu_count() or 1))
@@ -52,6 +55,10 @@ class PretrainConfig:
             (0 <= self.warmup_epochs <= self.epochs, "--warmup-epochs must be between 0 and --epochs"),
             (self.batch_size >= 1 and self.accum >= 1, "--batch-size and --accum must be at least 1"),
             (0 <= self.mask_ratio < 1, "--mask-ratio must be in [0, 1)"),
+            (self.mff_layers is None or self.method == "mff", "--mff-layers applies to --method mff only"),
+            (self.localmim_scales is None or self.method == "localmim",
+             "--localmim-scales applies to --method localmim only"),
+            (self.degradation is None or self.method == "misalign", "--degradation applies to --method misalign only"),
             (self.blr > 0, "--blr must be positive"),
             (self.workers >= 0, "--workers must be 0 or more"),
             (self.log_every >= 1 and self.ckpt_every >= 1, "--log-every and --ckpt-every must be at least 1"),

@@ -1,7 +1,8 @@
 """The pretraining loop: DDP, bf16 on CUDA, gradient accumulation, atomic checkpoints, exact resume.
 
 A run folder holds ``config.json`` (resolved config), ``metrics.jsonl`` (one line per log step),
-``checkpoint.pt`` (everything needed to resume) and, at the end, ``export/`` (a plain-timm encoder).
+``checkpoint.pt`` (everything needed to resume) and, at the end, ``export/`` (a Hub-ready folder, see
+``mimzoo.hub.layout``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from mimzoo.engine.config import PretrainConfig
 from mimzoo.engine.distributed import DistContext
 from mimzoo.engine.report import Reporter, for_rank
 from mimzoo.errors import MimzooError
-from mimzoo.hub.export import export_encoder
+from mimzoo.hub.export import export_run
 from mimzoo.methods import Pretrainer, get_method, resolve_defaults
 
 NO_WEIGHT_DECAY = ("*pos_embed", "*cls_token", "*reg_token", "*mask_token")
@@ -102,7 +103,7 @@ class _Trainer:
         self.run_dir = Path(cfg.out)
         spec = get_method(cfg.method)
         source = open_source(cfg.data)
-        self.dataset = ViewDataset(source, make_view(cfg.crop, arch.img_size), cfg.seed)
+        self.dataset = ViewDataset(source, make_view(cfg.crop, spec.view_size(arch, cfg)), cfg.seed)
         self.sampler = ResumableSampler(self.dataset, ctx.world_size, ctx.rank, cfg.seed)
         self.schedule = plan_schedule(cfg, len(self.dataset), ctx.world_size)
 
@@ -197,9 +198,8 @@ class _Trainer:
             self.reporter.message(dist_utils.check_replicas_in_sync(self.ctx, self.method))
         export = self.run_dir / "export"
         if self.ctx.is_main:
-            export_encoder(self.method.encoder, self.arch, export, cfg.to_dict(),
-                           paper=get_method(cfg.method).paper)
-            self.reporter.message(f"done: encoder exported to {export} (loads with plain timm)")
+            export_run(self.run_dir, export)  # from the final checkpoint, as `mimzoo export` does
+            self.reporter.message(f"done: exported to {export} (plain-timm encoder, model card, full pretrainer)")
         dist_utils.barrier(self.ctx)
         return export
 

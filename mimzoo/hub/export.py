@@ -1,55 +1,151 @@
-"""Encoder export: a folder that plain timm loads strictly (``config.json`` + ``model.safetensors``)."""
+"""Export a run as a Hub-ready folder (see ``mimzoo.hub.layout``): the one path from a checkpoint to a backbone.
+
+``mimzoo export RUN`` and the end of ``mimzoo pretrain`` both call ``export_run``. The folder is built beside its
+destination and renamed into place only when complete, so a failed export leaves no half-written folder.
+"""
 
 from __future__ import annotations
 
 import json
+import math
+import re
 from pathlib import Path
 from typing import Any
 
+import torch
+from safetensors.torch import load_file, save_file
 from timm.models import save_for_hf
-from timm.models.vision_transformer import VisionTransformer
 
-from mimzoo.archs import Arch
+import mimzoo
+from mimzoo.archs import Arch, get_arch
 from mimzoo.data.loader import IMAGENET_MEAN, IMAGENET_STD
-from mimzoo.engine.checkpoint import atomic_dir
+from mimzoo.engine.checkpoint import CHECKPOINT, atomic_dir, load_checkpoint
+from mimzoo.engine.config import PretrainConfig
+from mimzoo.errors import MimzooError
+from mimzoo.hub.card import write_record
+from mimzoo.hub.layout import CONFIG, PRETRAINER, WEIGHTS, read_json, read_record
+from mimzoo.hub.resolve import check_fits
+from mimzoo.methods import Pretrainer, get_method
+
+DEFAULT_LICENSE = "cc-by-nc-4.0"  # MAE's code and weights are CC-BY-NC 4.0, as are timm's MAE entries
+# settings of where and how a run ran, not of what it learned: kept out of exports (and off the Hub)
+RUNTIME_KEYS = ("out", "data", "workers", "device", "compile", "log_every", "ckpt_every")
 
 
 def dataset_name(data_spec: str) -> str:
-    """A short dataset name for tags: ``builtin`` -> cifar10-sample, a folder or pack -> its name."""
+    """A short dataset name for tags and cards: ``builtin`` -> cifar10-sample, ``/data/imagenet/train`` ->
+    imagenet, ``pack.npz:test`` -> pack."""
     if data_spec.startswith("builtin"):
         return "cifar10-sample"
     path = Path(data_spec.split(".npz:")[0].removesuffix(".npz"))
-    return path.name or "data"
+    if path.name.lower() in ("train", "training", "images") and path.parent.name:
+        path = path.parent
+    return _slug(path.name) or "data"
 
 
-def pretrained_cfg(arch: Arch, method: str, data_spec: str, epochs: int, paper: str) -> dict[str, Any]:
+def _slug(text: str) -> str:
+    """Lower case, runs of other characters as one dash: safe in a timm tag (``arch.tag``) and a file name."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def pretrained_cfg(arch: Arch, tag: str, license: str, paper: str) -> dict[str, Any]:
     """The preprocessing and provenance timm keeps with the weights (MAE trains on ImageNet mean/std)."""
     return {
-        "tag": f"mimzoo_{method}_{dataset_name(data_spec)}_ep{epochs}",
+        "tag": tag,
         "mean": list(IMAGENET_MEAN),
         "std": list(IMAGENET_STD),
         "interpolation": "bicubic",
         "crop_pct": 1.0 if arch.img_size < 64 else 0.875,
-        "license": "cc-by-nc-4.0",
+        "license": license,
         "paper_ids": paper,
         "num_classes": 0,
     }
 
 
-def export_encoder(encoder: VisionTransformer, arch: Arch, out_dir: Path, config: dict[str, Any],
-                   paper: str) -> Path:
-    """Write the encoder as a timm Hub folder, plus ``mimzoo.json`` (the run's config), atomically."""
+def export_run(run_dir: Path, out_dir: Path | None = None, dataset: str | None = None,
+               license: str | None = None) -> Path:
+    """Export the checkpoint of ``run_dir`` to ``out_dir`` (default ``RUN/export``); returns the folder.
+
+    dataset: the name cards and tags give the pretraining data (default: derived from the run's ``--data``);
+    license: the licence id recorded in the config and card (default ``DEFAULT_LICENSE``).
+    """
+    license = license or DEFAULT_LICENSE
+    run_dir = Path(run_dir)
+    out_dir = Path(out_dir) if out_dir is not None else run_dir / "export"
+    if not (run_dir / CHECKPOINT).is_file():
+        raise MimzooError(f"{run_dir} is not a run folder: it has no {CHECKPOINT} (make one with mimzoo pretrain)")
+    state = load_checkpoint(run_dir / CHECKPOINT, torch.device("cpu"))
+    cfg = PretrainConfig.from_dict(state["config"])
+    arch, spec = get_arch(cfg.arch), get_method(cfg.method)
+    model = spec.build(arch, cfg)
+    model.load_state_dict(state["model"], strict=True)
+    run_config = run_dir / "config.json"  # the resolved config the run wrote, with its process count
+    processes = read_json(run_config).get("world_size", 1) if run_config.is_file() else 1
+    record = {
+        "mimzoo_version": mimzoo.__version__,
+        "method": cfg.method,
+        "arch": cfg.arch,
+        "paper": spec.paper,
+        "dataset": dataset or dataset_name(cfg.data),
+        "license": license,
+        "repo_id": None,
+        "config": {k: v for k, v in cfg.to_dict().items() if k not in RUNTIME_KEYS},
+        "pretraining": _pretraining_record(cfg, state["step"], processes, _metrics(run_dir, state["step"])),
+        "results": [],
+    }
+    tag = f"mimzoo_{cfg.method}_{_slug(record['dataset'])}_ep{math.floor(record['pretraining']['epochs'])}"
     with atomic_dir(out_dir) as tmp:
-        save_for_hf(
-            encoder,
-            tmp,
-            model_config={"pretrained_cfg": pretrained_cfg(arch, config["method"], config["data"],
-                                                           config["epochs"], paper)},
-            safe_serialization=True,
-        )
-        _keep_shape_args_only(tmp / "config.json", arch)
-        (tmp / "mimzoo.json").write_text(json.dumps({"arch": arch.name, "config": config}, indent=2))
+        save_for_hf(model.encoder, tmp, safe_serialization=True,
+                    model_config={"pretrained_cfg": pretrained_cfg(arch, tag, license, spec.paper)})
+        _keep_shape_args_only(tmp / CONFIG, arch)
+        check_fits(read_json(tmp / CONFIG), tmp / WEIGHTS)
+        save_file(model.state_dict(), tmp / PRETRAINER, metadata={"method": cfg.method, "arch": cfg.arch})
+        write_record(tmp, record)
     return out_dir
+
+
+def load_pretrainer(export_dir: Path) -> Pretrainer:
+    """The whole pretraining model of an export (for reconstructions or continued pretraining), strictly loaded."""
+    export_dir = Path(export_dir)
+    record = read_record(export_dir)
+    if not (export_dir / PRETRAINER).is_file():
+        raise MimzooError(f"{export_dir} has no {PRETRAINER}: only the encoder was published")
+    model = get_method(record["method"]).build(get_arch(record["arch"]), PretrainConfig.from_dict(record["config"]))
+    model.load_state_dict(load_file(export_dir / PRETRAINER), strict=True)
+    return model
+
+
+def _metrics(run_dir: Path, step: int) -> list[dict[str, Any]]:
+    """The metrics lines up to the checkpoint's step (a killed run may have logged past it)."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by a kill
+            continue
+        if record.get("step", math.inf) <= step:
+            records.append(record)
+    return records
+
+
+def _pretraining_record(cfg: PretrainConfig, step: int, processes: int,
+                        metrics: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the run did, as measured: steps, epochs, batch, lr and the last logged loss."""
+    effective = cfg.batch_size * cfg.accum * processes
+    logged = [m for m in metrics if m.get("epoch")]
+    # metrics lines carry step and epoch, so their ratio gives the steps per epoch of the run
+    epochs = round(step / round(logged[-1]["step"] / logged[-1]["epoch"]), 4) if logged else float(cfg.epochs)
+    return {
+        "steps": step,
+        "epochs": epochs,
+        "processes": processes,
+        "effective_batch": effective,
+        "lr": cfg.blr * effective / 256,
+        "final_loss": metrics[-1]["loss"] if metrics else None,
+    }
 
 
 def _keep_shape_args_only(config_path: Path, arch: Arch) -> None:

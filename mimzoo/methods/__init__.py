@@ -4,38 +4,89 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from mimzoo.archs import Arch
+from mimzoo.archs import Arch, get_arch
+from mimzoo.degradations import view_size_for
 from mimzoo.errors import MimzooError
 from mimzoo.methods.base import MethodOutput, Pretrainer
+from mimzoo.methods.localmim import TARGETS as LOCALMIM_TARGETS
+from mimzoo.methods.localmim import LocalMIM, resolve_scales
 from mimzoo.methods.mae import MAE
-from mimzoo.targets import image_filter
+from mimzoo.methods.mff import MFF, encoder_depth, resolve_layers
+from mimzoo.methods.misalign import Misalign
+from mimzoo.targets import IMAGE_TARGETS, image_filter
 
 if TYPE_CHECKING:
     from mimzoo.engine.config import PretrainConfig
 
 
+def _image_size(arch: Arch, cfg: PretrainConfig) -> int:
+    return arch.img_size
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     """build: (arch, config with defaults resolved) -> model; crop / target: the method's default data view
-    (``--crop``) and reconstruction target (``--target``); paper: arXiv id recorded in exports and cards."""
+    (``--crop``) and reconstruction target (``--target``); paper: arXiv id recorded in exports and cards;
+    degradation: the default ``--degradation`` (None: the method takes none); view_size: (arch, resolved
+    config) -> side of the data view in px, when the model takes views larger than the encoder's input;
+    targets: the ``--target`` values it accepts; resolve: fills method options whose default depends on the arch
+    or target into the config (after crop and target)."""
 
     build: Callable[[Arch, PretrainConfig], Pretrainer]
     crop: str
     paper: str
     target: str = "pixel"
+    degradation: str | None = None
+    view_size: Callable[[Arch, PretrainConfig], int] = _image_size
+    targets: tuple[str, ...] = IMAGE_TARGETS
+    resolve: Callable[[PretrainConfig], None] | None = None
+
+
+def _mae_options(arch: Arch, cfg: PretrainConfig) -> dict[str, Any]:
+    """MAE's options from the config; the MAE-based pixel methods (MAE, PixMIM, MFF) all take them."""
+    return dict(mask_ratio=cfg.mask_ratio, norm_pix_loss=cfg.norm_pix_loss,
+                image_filter=image_filter(cfg.target, arch.img_size, cfg.lowpass_radius))
 
 
 def _mae(arch: Arch, cfg: PretrainConfig) -> MAE:
-    return MAE(arch, mask_ratio=cfg.mask_ratio, norm_pix_loss=cfg.norm_pix_loss,
-               image_filter=image_filter(cfg.target, arch.img_size, cfg.lowpass_radius))
+    return MAE(arch, **_mae_options(arch, cfg))
+
+
+def _mff(arch: Arch, cfg: PretrainConfig) -> MFF:
+    return MFF(arch, layers=cfg.mff_layers, **_mae_options(arch, cfg))
+
+
+def _mff_layers(cfg: PretrainConfig) -> None:
+    cfg.mff_layers = resolve_layers(cfg.mff_layers, encoder_depth(get_arch(cfg.arch)))
+
+
+def _misalign(arch: Arch, cfg: PretrainConfig) -> Misalign:
+    return Misalign(arch, cfg.degradation, **_mae_options(arch, cfg))
+
+
+def _localmim(arch: Arch, cfg: PretrainConfig) -> LocalMIM:
+    return LocalMIM(arch, cfg.localmim_scales, cfg.target, mask_ratio=cfg.mask_ratio,
+                    norm_pix_loss=cfg.norm_pix_loss, lowpass_radius=cfg.lowpass_radius)
+
+
+def _localmim_scales(cfg: PretrainConfig) -> None:
+    cfg.localmim_scales = resolve_scales(get_arch(cfg.arch), cfg.target, cfg.localmim_scales)
 
 
 METHODS: dict[str, MethodSpec] = {
     "mae": MethodSpec(_mae, crop="rrc", paper="arXiv:2111.06377"),
     # PixMIM = MAE + low-pass target + simple resized crop; --target / --crop ablate each part
     "pixmim": MethodSpec(_mae, crop="src", paper="arXiv:2303.02416", target="lowpass"),
+    # MFF = MAE whose decoder reads a fusion of several encoder levels; it uses PixMIM's crop, not its target
+    "mff": MethodSpec(_mff, crop="src", paper="arXiv:2308.00261", resolve=_mff_layers),
+    # Beyond Masking = MAE's masking + an input degradation; zoom-in (a ~9/7 larger view) is the paper's best
+    "misalign": MethodSpec(_misalign, crop="rrc", paper="arXiv:2203.14313", degradation="zoom-in",
+                           view_size=lambda arch, cfg: view_size_for(cfg.degradation, arch.img_size)),
+    # LocalMIM = MAE's masking, with 4 encoder taps each decoded at its own scale (HOG or norm-pix regions)
+    "localmim": MethodSpec(_localmim, crop="rrc", paper="arXiv:2303.05251", target="hog",
+                           targets=LOCALMIM_TARGETS, resolve=_localmim_scales),
 }
 
 
@@ -46,10 +97,17 @@ def get_method(name: str) -> MethodSpec:
 
 
 def resolve_defaults(cfg: PretrainConfig) -> PretrainConfig:
-    """Fill the method's default crop and target into the config, so the saved config says what ran."""
+    """Fill the method's default crop, target, degradation and arch-dependent options (``spec.resolve``) into
+    the config, so the saved config says what ran."""
     spec = get_method(cfg.method)
     cfg.crop = cfg.crop or spec.crop
     cfg.target = cfg.target or spec.target
+    if cfg.target not in spec.targets:
+        raise MimzooError(f"--method {cfg.method} does not take --target {cfg.target}; choose one of: "
+                          f"{', '.join(spec.targets)}")
+    cfg.degradation = cfg.degradation or spec.degradation
+    if spec.resolve is not None:
+        spec.resolve(cfg)
     return cfg
 
 

@@ -42,9 +42,12 @@ class MAE(Pretrainer):
         patches = patchify(images, self.arch.patch_size)
         return norm_pix(patches) if self.norm_pix_loss else patches
 
+    def encode(self, images: torch.Tensor, idx_keep: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W), visible indices (B, K) -> (B, P + K, D): the features the decoder reads (MFF swaps this)."""
+        return encode_visible(self.encoder, images, idx_keep).tokens
+
     def forward(self, images: torch.Tensor) -> MethodOutput:
         mask = random_token_mask(images.shape[0], self.arch.num_patches, self.mask_ratio, images.device)
-        encoded = encode_visible(self.encoder, images, mask.idx_keep)
-        pred = self.decoder(encoded.tokens, mask.idx_restore)  # (B, N, p*p*3)
+        pred = self.decoder(self.encode(images, mask.idx_keep), mask.idx_restore)  # (B, N, p*p*3)
         target = self.target(images)
         return MethodOutput(masked_mse(pred, target, mask.mask), pred, target, mask.mask)

@@ -15,14 +15,15 @@ class MaskedDecoder(nn.Module):
     """Maps encoder tokens of the visible patches to a prediction for every patch.
 
     Input (B, P + K, D_enc) from the encoder (P prefix tokens, K visible patches) and the mask's
-    idx_restore (B, N); output (B, N, out_dim) in image order, prefix tokens dropped.
+    idx_restore (B, N); output (B, N, out_dim) in image order, prefix tokens dropped. With out_dim=None the output
+    is the final norm's (B, N, dim), for a head that follows (e.g. LocalMIM's scale heads).
     """
 
     def __init__(
         self,
         in_dim: int,
         num_patches: int,
-        out_dim: int,
+        out_dim: int | None,
         dim: int = 512,
         depth: int = 8,
         num_heads: int = 16,
@@ -42,7 +43,7 @@ class MaskedDecoder(nn.Module):
             *[Block(dim, num_heads, mlp_ratio, qkv_bias=True, norm_layer=_layer_norm) for _ in range(depth)]
         )
         self.norm = _layer_norm(dim)
-        self.pred = nn.Linear(dim, out_dim)
+        self.pred = nn.Identity() if out_dim is None else nn.Linear(dim, out_dim)
         self.apply(init_mae_weights)
         nn.init.normal_(self.mask_token, std=0.02)
 

@@ -21,7 +21,8 @@ from mimzoo.models.pos_embed import sincos_pos_embed_2d
 
 
 class EncoderOutput(NamedTuple):
-    """tokens: (B, P + K, D) after the final norm; taps: raw block outputs (B, P + K, D), as requested.
+    """tokens: (B, P + K, D) the last block's output, after the final norm unless skipped; taps: raw block outputs
+    (B, P + K, D), as requested.
 
     P is the number of prefix (cls/register) tokens, K the number of visible patch tokens.
     """
@@ -70,11 +71,13 @@ def encode_visible(
     images: torch.Tensor,
     idx_keep: torch.Tensor,
     taps: Sequence[int] = (),
+    final_norm: bool = True,
 ) -> EncoderOutput:
     """Run the ViT on the visible patches only.
 
     images: (B, 3, H, W); idx_keep: (B, K) visible patch indices; taps: 0-based block indices whose raw
-    outputs (before any norm) are returned too.
+    outputs (before any norm) are returned too; final_norm=False returns the last block's raw output as tokens
+    (for methods that normalise a combination of levels instead, e.g. MFF).
     """
     x = gather_tokens(embed_patches(vit, images), idx_keep)  # (B, K, D)
     x = torch.cat([prefix_tokens(vit, x.shape[0]), x], dim=1)  # (B, P + K, D)
@@ -85,4 +88,4 @@ def encode_visible(
         x = block(x)
         if i in wanted:
             tapped.append(x)
-    return EncoderOutput(vit.norm(x), tapped)
+    return EncoderOutput(vit.norm(x) if final_norm else x, tapped)

@@ -1,0 +1,125 @@
+"""Beyond Masking's input degradations (methods.md section 5(a)) as batched tensor ops on the training device.
+
+Each maps a batch of clean, ImageNet-normalised views to the encoder's input (B, 3, S, S); the clean view stays
+the reconstruction target. Randomness (offsets, fisheye centres) comes from torch's global RNG on the batch's
+device, per sample, so a resumed run continues exactly and nothing loops over images in Python.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torchvision.transforms.v2.functional import gaussian_blur
+
+from mimzoo.archs import Arch
+from mimzoo.data.loader import IMAGENET_MEAN, IMAGENET_STD
+from mimzoo.errors import MimzooError
+
+ZOOM_IN = "zoom-in"
+ZOOM_OUT_SCALE = 160 / 224
+FISHEYE_STRENGTH = (0.15, 0.25)
+SATURATION_FACTOR = 0.3
+
+
+def zoom_in_ring(size: int) -> int:
+    """Width (px) of the border ring around the encoder's S x S window: round(S / 7), a whole number of pixels.
+
+    The view is S + 2 x ring, about (9/7) x S: 288 px with a 32-px ring at S = 224, 42 px with a 5-px ring at S = 32.
+    """
+    ring = round(size / 7)
+    if ring < 1:
+        raise MimzooError(f"zoom-in needs images of at least 4 px (got {size}); use a larger arch image size")
+    return ring
+
+
+def view_size_for(degradation: str, size: int) -> int:
+    """The clean view a degradation takes for an S-px encoder input: S + 2 x ring for zoom-in, else S."""
+    return size + 2 * zoom_in_ring(size) if degradation == ZOOM_IN else size
+
+
+def resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, size, size), bilinear, antialiased when shrinking (identity at the same size)."""
+    return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+
+def centre_crop(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Zoom-in: the central (B, C, size, size) window of (B, C, H, W)."""
+    top = (images.shape[-2] - size) // 2
+    left = (images.shape[-1] - size) // 2
+    return images[..., top : top + size, left : left + size]
+
+
+def zoom_out(images: torch.Tensor, scale: float = ZOOM_OUT_SCALE) -> torch.Tensor:
+    """(B, C, S, S) -> the image shrunk to round(scale x S) at a random per-sample offset in [0, S - m) on an
+    S x S canvas whose surround and corners mirror the image's own borders."""
+    b, _, s, _ = images.shape
+    small = resize(images, round(scale * s))
+    m = small.shape[-1]
+    offsets = torch.randint(0, s - m, (b, 2, 1), device=images.device)  # (left, top) per sample
+    # Canvas pixel i samples small pixel i - offset; grid_sample's reflection padding (about the image border)
+    # mirrors the borders into the surround, and nearest sampling at pixel centres copies pixels exactly.
+    coords = (torch.arange(s, device=images.device) - offsets + 0.5) * (2 / m) - 1  # (B, 2, S), normalised
+    x, y = coords[:, 0, None, :].expand(b, s, s), coords[:, 1, :, None].expand(b, s, s)
+    grid = torch.stack([x, y], dim=-1).to(images.dtype)  # (B, S, S, 2)
+    return F.grid_sample(small, grid, mode="nearest", padding_mode="reflection", align_corners=False)
+
+
+def fisheye(images: torch.Tensor, strength: tuple[float, float] = FISHEYE_STRENGTH) -> torch.Tensor:
+    """(B, C, H, W) -> fisheye-warped, per sample: centre c uniform in [-1, 1]^2, strength k uniform in ``strength``.
+
+    Each output pixel at normalised position g samples g + (c - g) |c - g| k, a point between g and c, so the
+    warp never reads outside the image.
+    """
+    b, _, h, w = images.shape
+    device = images.device
+    centre = torch.rand(b, 1, 1, 2, device=device) * 2 - 1
+    k = torch.empty(b, 1, 1, 1, device=device).uniform_(*strength)
+    xs, ys = torch.linspace(-1, 1, w, device=device), torch.linspace(-1, 1, h, device=device)
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)  # (H, W, 2) as (x, y)
+    offset = centre - grid
+    grid = grid + offset * offset.norm(dim=-1, keepdim=True) * k  # (B, H, W, 2)
+    return F.grid_sample(images, grid.to(images.dtype), mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """(B, C, H, W) -> Gaussian-blurred with std ``sigma`` px (kernel +-3 sigma, reflected borders).
+
+    The kernel sums to 1, so blurring commutes with the per-channel ImageNet normalisation.
+    """
+    size = 2 * max(1, math.ceil(3 * sigma)) + 1
+    return gaussian_blur(images, kernel_size=[size, size], sigma=[sigma, sigma])
+
+
+def decolorize(images: torch.Tensor, factor: float = SATURATION_FACTOR) -> torch.Tensor:
+    """(B, 3, H, W) normalised -> HSV saturation scaled by ``factor``, hue and value kept, renormalised.
+
+    In HSV each RGB channel is c = V (1 - S g_c(H)) with V = max(R, G, B), so scaling S by f gives exactly
+    c' = V - f (V - c): no HSV round trip needed. This must run on un-normalised RGB (V is a max over channels).
+    """
+    mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    rgb = images * std + mean
+    value = rgb.amax(dim=1, keepdim=True)
+    return (value - factor * (value - rgb) - mean) / std
+
+
+# name -> (arch -> degradation). zoom-in also changes the data view (see zoom_in_ring); the others keep it.
+DEGRADATIONS: dict[str, Callable[[Arch], Callable[[torch.Tensor], torch.Tensor]]] = {
+    ZOOM_IN: lambda arch: partial(centre_crop, size=arch.img_size),
+    "zoom-out": lambda arch: zoom_out,
+    "distort": lambda arch: fisheye,
+    # 2 px at patch 16 (the std of the 7x7 box the paper's blur approximates): the same blur relative to a token.
+    "blur": lambda arch: partial(blur, sigma=arch.patch_size / 8),
+    "decolor": lambda arch: decolorize,
+}
+
+
+def make_degradation(name: str, arch: Arch) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The degradation ``name`` for ``arch``: clean views (B, 3, V, V) -> encoder input (B, 3, S, S)."""
+    if name not in DEGRADATIONS:
+        raise MimzooError(f"unknown degradation {name!r}; choose one of: {', '.join(DEGRADATIONS)}")
+    return DEGRADATIONS[name](arch)

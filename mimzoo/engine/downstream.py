@@ -1,0 +1,122 @@
+"""The downstream commands end to end: resolve the backbone spec, open the labelled splits, run, record.
+
+When the backbone is a local mimzoo export, the result is also added to its model card's model-index.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from timm.data import create_transform
+from timm.models.vision_transformer import VisionTransformer
+from torch.utils.data import DataLoader
+
+from mimzoo.data.labeled import LabeledDataset, LabeledSplits, open_labeled
+from mimzoo.data.segmentation import open_segmentation
+from mimzoo.engine import distributed as dist_utils
+from mimzoo.engine.checkpoint import atomic_path
+from mimzoo.engine.distributed import DistContext
+from mimzoo.engine.features import POOLS, backbone_data_config, extract_features
+from mimzoo.engine.finetune import FinetuneConfig, finetune
+from mimzoo.engine.knn import knn_predict, top1
+from mimzoo.engine.linprobe import LinprobeConfig, linear_probe
+from mimzoo.engine.report import Reporter, for_rank
+from mimzoo.engine.segment import SegmentConfig, segment
+from mimzoo.errors import MimzooError
+from mimzoo.hub.card import add_result
+from mimzoo.hub.export import dataset_name
+from mimzoo.hub.resolve import load_backbone
+
+
+@dataclass
+class DownstreamInput:
+    """What every downstream command shares: the backbone spec, the data and where it runs."""
+
+    backbone: str
+    data: str = "builtin"
+    val_fraction: float | None = None
+    arch: str | None = None  # only for a bare .safetensors file without config.json
+    device: str = "auto"
+    seed: int = 0
+
+
+@dataclass
+class KnnConfig:
+    k: int = 20
+    temperature: float = 0.07
+    pool: str = "token"
+    batch_size: int = 256
+    workers: int = 4
+    out: str = "runs/knn"
+
+
+def run_knn(inp: DownstreamInput, cfg: KnnConfig, reporter: Reporter | None = None) -> dict[str, Any]:
+    """Weighted kNN top-1 of frozen features: train split as the bank, validation split as queries."""
+
+    def body(backbone: VisionTransformer, splits: LabeledSplits, ctx: DistContext, rep: Reporter) -> dict[str, Any]:
+        if cfg.pool not in POOLS:
+            raise MimzooError(f"unknown --pool {cfg.pool!r}; choose one of: {', '.join(POOLS)}")
+        transform = create_transform(**backbone_data_config(backbone), is_training=False)
+
+        def features(split):
+            loader = DataLoader(LabeledDataset(split, transform), cfg.batch_size, num_workers=cfg.workers)
+            return extract_features(backbone, loader, ctx.device, cfg.pool)
+
+        bank, bank_labels = features(splits.train)
+        queries, labels = features(splits.val)
+        accuracy = top1(knn_predict(bank, bank_labels, queries, len(splits.classes), cfg.k, cfg.temperature), labels)
+        rep.message(f"kNN (k={cfg.k}, T={cfg.temperature}, {cfg.pool} pool): top-1 {accuracy:.2f}")
+        results = {"top1": accuracy, "config": {**vars(cfg), "bank": len(splits.train), "queries": len(splits.val)}}
+        if ctx.is_main:
+            Path(cfg.out).mkdir(parents=True, exist_ok=True)
+            with atomic_path(Path(cfg.out) / "results.json") as tmp:
+                tmp.write_text(json.dumps(results, indent=2))
+        return results
+
+    return _run(inp, "knn", _classification_data(inp), body, ("accuracy", "top1"), reporter)
+
+
+def run_linprobe(inp: DownstreamInput, cfg: LinprobeConfig, reporter: Reporter | None = None) -> dict[str, Any]:
+    return _run(inp, "linprobe", _classification_data(inp), lambda b, s, ctx, rep: linear_probe(b, s, cfg, ctx, rep),
+                ("accuracy", "best_top1"), reporter)
+
+
+def run_finetune(inp: DownstreamInput, cfg: FinetuneConfig, reporter: Reporter | None = None) -> dict[str, Any]:
+    return _run(inp, "finetune", _classification_data(inp), lambda b, s, ctx, rep: finetune(b, s, cfg, ctx, rep),
+                ("accuracy", "best_top1"), reporter)
+
+
+def run_segment(inp: DownstreamInput, cfg: SegmentConfig, eval_split: str = "val",
+                reporter: Reporter | None = None) -> dict[str, Any]:
+    """DPT segmentation; the card records the last epoch's class-mean IoU on the evaluation split."""
+    return _run(inp, "segment", lambda: open_segmentation(inp.data, eval_split),
+                lambda b, d, ctx, rep: segment(b, d, cfg, ctx, rep), ("mean_iou", "last_miou"), reporter)
+
+
+def _classification_data(inp: DownstreamInput) -> Callable[[], LabeledSplits]:
+    return lambda: open_labeled(inp.data, inp.val_fraction, inp.seed)
+
+
+def _run(inp: DownstreamInput, task: str, open_data: Callable[[], Any],
+         body: Callable[[VisionTransformer, Any, DistContext, Reporter], dict[str, Any]],
+         headline: tuple[str, str], reporter: Reporter | None) -> dict[str, Any]:
+    """Resolve, open, run under torchrun or alone, and record ``results[headline[1]]`` as metric
+    ``headline[0]`` in the card of a local export."""
+    backbone, info = load_backbone(inp.backbone, inp.arch)
+    data = open_data()
+    ctx = dist_utils.init_distributed(inp.device)
+    try:
+        torch.manual_seed(inp.seed)
+        results = body(backbone, data, ctx, for_rank(reporter, ctx.is_main))
+        if ctx.is_main and info.export_dir is not None:
+            metric, key = headline
+            add_result(info.export_dir, task, dataset_name(inp.data), metric, round(results[key], 2), data.val_name)
+            (reporter or Reporter()).message(f"recorded the {task} {metric} in the model card of {info.export_dir}")
+        return results
+    finally:
+        dist_utils.shutdown_distributed()

@@ -1,0 +1,138 @@
+"""The model card: rendered from an export's ``config.json`` and ``mimzoo.json`` with huggingface_hub's ModelCard.
+
+The card is never edited by hand. Whatever changes what it says (a measured result, the repo it is pushed to)
+changes ``mimzoo.json`` first, and the card is rendered again from it, so the two cannot disagree.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from safetensors import safe_open
+
+from mimzoo.engine.checkpoint import atomic_path
+from mimzoo.errors import MimzooError
+from mimzoo.hub.citations import citation
+from mimzoo.hub.layout import CARD, CONFIG, RECORD, WEIGHTS, read_json, read_record
+
+TEMPLATE = Path(__file__).with_name("model_card.md")
+
+# what a downstream command measures -> (Hub task type, protocol shown on the card)
+TASKS: dict[str, tuple[str, str]] = {
+    "linprobe": ("image-classification", "Linear probing"),
+    "finetune": ("image-classification", "Fine-tuning"),
+    "knn": ("image-classification", "k-NN classification"),
+    "segment": ("image-segmentation", "Semantic segmentation (DPT)"),
+}
+TAGS = ["timm", "mimzoo", "masked-image-modeling", "vision-transformer"]
+
+
+def render_card(config: dict[str, Any], record: dict[str, Any], weights: Path) -> ModelCard:
+    """The card for an encoder ``config`` (timm's config.json), its ``record`` (mimzoo.json) and weights file."""
+    pcfg = config.get("pretrained_cfg", {})
+    repo_id = record.get("repo_id")
+    model_name = repo_id.split("/")[-1] if repo_id else f"{record['arch']}.{pcfg.get('tag', record['method'])}"
+    data = ModelCardData(
+        library_name="timm",
+        pipeline_tag="image-feature-extraction",
+        license=record["license"],
+        tags=TAGS[:2] + [record["method"]] + TAGS[2:],
+        datasets=[record["dataset"]],
+        model_name=model_name,
+        eval_results=[_eval_result(row) for row in record["results"]] or None,
+    )
+    paper = record.get("paper", "")
+    number = paper.removeprefix("arXiv:")
+    params, embed_dim = _size(weights)
+    return ModelCard.from_template(
+        data,
+        template_path=str(TEMPLATE),
+        model_name=model_name,
+        method=record["method"],
+        paper=paper,
+        paper_link=f"[{paper}](https://arxiv.org/abs/{number})" if paper else "no paper",
+        dataset=record["dataset"],
+        epochs=f"{record['pretraining']['epochs']:g}",
+        architecture=config["architecture"],
+        model_args=", ".join(f"{k}={v}" for k, v in config.get("model_args", {}).items()),
+        params=f"{params / 1e6:.1f}",
+        embed_dim=embed_dim,
+        input_size="x".join(str(s) for s in pcfg.get("input_size", [])),
+        mean=pcfg.get("mean"),
+        std=pcfg.get("std"),
+        interpolation=pcfg.get("interpolation"),
+        crop_pct=pcfg.get("crop_pct"),
+        license=record["license"],
+        results=[{**row, "task": TASKS[row["task"]][1]} for row in record["results"]],
+        recipe=recipe_rows(record),
+        repo=repo_id or "ORG/NAME",
+        pushed=repo_id is not None,
+        citation=citation(paper) if paper else "",
+    )
+
+
+def recipe_rows(record: dict[str, Any]) -> list[tuple[str, str]]:
+    """What the run measured about itself first, then every setting of its config, as (name, value) rows."""
+    run = record["pretraining"]
+    rows = [
+        ("epochs trained", f"{run['epochs']:g}"),
+        ("optimizer steps", str(run["steps"])),
+        ("processes", str(run["processes"])),
+        ("effective batch", str(run["effective_batch"])),
+        ("peak learning rate", f"{run['lr']:.3g}"),
+        ("final training loss", f"{run['final_loss']:.4f}" if run["final_loss"] is not None else "-"),
+    ]
+    # settings that are None belong to other methods' parts (unused here), so they are left out
+    return rows + [(key, value if isinstance(value, str) else json.dumps(value))
+                   for key, value in record["config"].items() if value is not None]
+
+
+def write_record(folder: Path, record: dict[str, Any]) -> None:
+    """Write ``mimzoo.json`` and the card rendered from it (each file atomically)."""
+    card = render_card(read_json(folder / CONFIG), record, folder / WEIGHTS)
+    with atomic_path(folder / RECORD) as tmp:
+        tmp.write_text(json.dumps(record, indent=2))
+    with atomic_path(folder / CARD) as tmp:
+        card.save(tmp)
+
+
+def update_record(export_dir: Path, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """Apply ``change`` to an export's ``mimzoo.json`` in place and render its card again."""
+    record = read_record(export_dir)
+    change(record)
+    write_record(export_dir, record)
+    return record
+
+
+def add_result(export_dir: Path, task: str, dataset: str, metric: str, value: float,
+               split: str | None = None) -> None:
+    """Record a measured result in an export (replacing an earlier one for the same task, dataset, split and
+    metric) and regenerate its card, whose model-index then lists it. ``task`` is one of ``TASKS``."""
+    if task not in TASKS:
+        raise MimzooError(f"unknown task {task!r} for a result; use one of: {', '.join(TASKS)}")
+    row = {"task": task, "dataset": dataset, "split": split, "metric": metric, "value": value}
+
+    def replace(record: dict[str, Any]) -> None:
+        same = ("task", "dataset", "split", "metric")
+        record["results"] = [r for r in record["results"] if any(r[k] != row[k] for k in same)] + [row]
+
+    update_record(Path(export_dir), replace)
+
+
+def _eval_result(row: dict[str, Any]) -> EvalResult:
+    task_type, protocol = TASKS[row["task"]]
+    return EvalResult(task_type=task_type, task_name=protocol, dataset_type=row["dataset"],
+                      dataset_name=row["dataset"], dataset_split=row["split"], metric_type=row["metric"],
+                      metric_value=row["value"])
+
+
+def _size(weights: Path) -> tuple[int, int]:
+    """(number of parameters, embedding width) read from the safetensors header, without loading tensors."""
+    with safe_open(weights, "pt") as f:
+        shapes = {key: f.get_slice(key).get_shape() for key in f.keys()}
+    return sum(math.prod(shape) for shape in shapes.values()), shapes["patch_embed.proj.weight"][0]

@@ -1,0 +1,183 @@
+"""One resolver for every command's backbone argument.
+
+A backbone spec is one of:
+- ``hf-hub:ORG/NAME[@REVISION]``: a Hub repo, read from the local Hugging Face cache (``mimzoo pull`` fills it;
+  nothing is downloaded at run time),
+- ``local-dir:PATH`` or a plain folder path: an export folder (``config.json`` + ``model.safetensors``),
+- a ``.safetensors`` file, described by the ``config.json`` beside it or else by ``arch`` (a mimzoo arch name),
+- a zoo name (``mimzoo list``), which stands for its Hub repo.
+
+Every spec ends in the same strict load: the weights must fit the config exactly (checked from the safetensors
+header before anything is built), so a mismatch is a one-line error, not a silently resampled or partial model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from huggingface_hub import constants, snapshot_download
+from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+from huggingface_hub.utils import validate_repo_id
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
+from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
+
+from mimzoo.archs import get_arch
+from mimzoo.errors import MimzooError, one_line
+from mimzoo.hub.layout import CONFIG, RECORD, WEIGHTS, read_json, require_backbone_folder
+from mimzoo.zoo import ZOO
+
+HF_PREFIX = "hf-hub:"
+LOCAL_PREFIX = "local-dir:"
+SPEC_FORMS = "hf-hub:ORG/NAME[@REV], local-dir:PATH, an export folder, a .safetensors file or a zoo name"
+
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    """Where a backbone came from and what it is.
+
+    config: timm's ``config.json`` (``architecture``, ``model_args``, ``pretrained_cfg``); weights: the
+    safetensors file loaded; export_dir: the local mimzoo export it belongs to, where downstream results are
+    recorded (``mimzoo.hub.add_result``), or None (a Hub cache snapshot, a bare file, a plain timm folder).
+    """
+
+    spec: str
+    config: dict[str, Any]
+    weights: Path
+    export_dir: Path | None = None
+    repo_id: str | None = None
+    revision: str | None = None
+
+
+def load_backbone(spec: str, arch: str | None = None, **model_kwargs: Any) -> tuple[VisionTransformer, BackboneInfo]:
+    """Resolve ``spec`` and return the timm ViT (no head, strictly loaded) and its info.
+
+    arch: mimzoo arch name for a ``.safetensors`` file without ``config.json``. model_kwargs: timm options on
+    top of the config's model args (``drop_path_rate``, ``dynamic_img_size``, a new ``img_size``, whose position
+    embedding timm resamples); heads are the caller's (``model.reset_classifier(k)``).
+    """
+    info = locate_backbone(spec, arch)
+    check_fits(info.config, info.weights)
+    with torch.device("meta"):  # every tensor comes from the weights: skip timm's random init
+        model = create_vit(info.config, **model_kwargs)
+    state = load_file(info.weights)
+    if model_kwargs:  # timm adapts the checkpoint to changed shapes (position-embedding grid, patch size)
+        state = checkpoint_filter_fn(state, model)
+    try:
+        model.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as exc:
+        raise MimzooError(f"{info.weights} does not load with {model_kwargs}: {one_line(exc)}") from None
+    unloaded = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if unloaded:  # a tensor the state dict does not hold (a non-persistent buffer) would stay uninitialised
+        raise MimzooError(f"{info.config['architecture']} has tensors its weights do not hold: {unloaded[:3]}")
+    return model, info
+
+
+def locate_backbone(spec: str, arch: str | None = None) -> BackboneInfo:
+    """Find the weights and config a spec names, without building anything."""
+    if spec.startswith(HF_PREFIX):
+        return _from_cache(spec, *parse_repo(spec.removeprefix(HF_PREFIX)))
+    if spec.startswith(LOCAL_PREFIX):
+        return _from_folder(spec, Path(spec.removeprefix(LOCAL_PREFIX)).expanduser(), arch)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return _from_folder(spec, path, arch)
+    if path.is_file():
+        if path.suffix != ".safetensors":
+            raise MimzooError(f"{path} is not a .safetensors file; a backbone is {SPEC_FORMS}")
+        return _from_file(spec, path, arch)
+    if spec in ZOO:
+        return _from_cache(spec, ZOO[spec].repo_id, None)
+    raise MimzooError(f"no backbone {spec!r}: not a file or folder, nor a zoo name (mimzoo list); use {SPEC_FORMS}")
+
+
+def parse_repo(text: str) -> tuple[str, str | None]:
+    """``ORG/NAME[@REVISION]`` -> (repo id, revision or None)."""
+    repo_id, _, revision = text.partition("@")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise MimzooError(f"{text!r} is not a Hub repo id: use ORG/NAME or ORG/NAME@REVISION") from None
+    return repo_id, revision or None
+
+
+def cached_snapshot(repo_id: str, revision: str | None = None) -> Path | None:
+    """The snapshot folder of a repo in the Hugging Face cache (``HF_HUB_CACHE`` / ``HF_HOME``), or None."""
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, local_files_only=True))
+    except LocalEntryNotFoundError:
+        return None
+
+
+def create_vit(config: dict[str, Any], **model_kwargs: Any) -> VisionTransformer:
+    """A headless timm ViT as ``config`` describes it, carrying its ``pretrained_cfg`` (mean, std, crop, ...)."""
+    if "architecture" not in config:
+        raise MimzooError("the config.json has no 'architecture': it is not a timm model config")
+    args = {**config.get("model_args", {}), **model_kwargs, "num_classes": 0}
+    try:
+        model = timm.create_model(config["architecture"], pretrained=False,
+                                  pretrained_cfg_overlay=config.get("pretrained_cfg", {}), **args)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise MimzooError(f"cannot build {config['architecture']!r} with {args}: {one_line(exc)}") from None
+    if not isinstance(model, VisionTransformer):
+        raise MimzooError(f"{config['architecture']!r} is not a timm VisionTransformer; mimzoo backbones are ViTs")
+    return model
+
+
+def check_fits(config: dict[str, Any], weights: Path) -> None:
+    """Raise a one-line error unless ``weights`` holds exactly the tensors, with the shapes, that ``config``'s
+    model has. Reads only the safetensors header and builds the model on the meta device, so it is cheap."""
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in create_vit(config).state_dict().items()}
+    try:
+        with safe_open(weights, "pt") as f:
+            found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (OSError, SafetensorError) as exc:
+        raise MimzooError(f"cannot read {weights}: {one_line(exc)}") from None
+    problems = [f"{k} is {list(found[k])}, the config needs {list(expected[k])}"
+                for k in sorted(expected.keys() & found.keys()) if found[k] != expected[k]]
+    problems += [f"{k} is missing" for k in sorted(expected.keys() - found.keys())]
+    problems += [f"{k} is not part of the model" for k in sorted(found.keys() - expected.keys())]
+    if problems:
+        shown = "; ".join(problems[:3]) + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
+        model = f"{config['architecture']} with {config.get('model_args', {})}"
+        raise MimzooError(f"{weights} does not fit its config ({model}): {shown}")
+
+
+def _from_cache(spec: str, repo_id: str, revision: str | None) -> BackboneInfo:
+    snapshot = cached_snapshot(repo_id, revision)
+    name = f"{repo_id}@{revision}" if revision else repo_id
+    if snapshot is None:
+        raise MimzooError(f"{name} is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}); "
+                          f"download it once with `mimzoo pull {name}`")
+    missing = [file for file in (CONFIG, WEIGHTS) if not (snapshot / file).is_file()]
+    if missing:  # e.g. only config.json cached by an earlier timm call, or a repo that is no timm backbone
+        raise MimzooError(f"{name} in the Hugging Face cache has no {' or '.join(missing)}: fetch the whole repo with "
+                          f"`mimzoo pull {name}` (mimzoo loads timm repos with config.json and model.safetensors)")
+    return BackboneInfo(spec, read_json(snapshot / CONFIG), snapshot / WEIGHTS, None, repo_id, revision)
+
+
+def _from_folder(spec: str, folder: Path, arch: str | None) -> BackboneInfo:
+    if not (arch and (folder / WEIGHTS).is_file()):
+        require_backbone_folder(folder)
+    return _from_file(spec, folder / WEIGHTS, arch)
+
+
+def _from_file(spec: str, weights: Path, arch: str | None) -> BackboneInfo:
+    """A weights file is described by the config.json beside it; ``arch`` is read only where there is none."""
+    folder = weights.parent
+    if (folder / CONFIG).is_file():
+        config = read_json(folder / CONFIG)
+    elif arch:
+        shape = get_arch(arch)
+        config = {"architecture": shape.timm_name, "num_classes": 0, "model_args": dict(shape.model_args)}
+    else:
+        raise MimzooError(f"{weights} has no {CONFIG} beside it; say what it is with --arch "
+                          "(e.g. vit_base_patch16_224)")
+    export_dir = folder.resolve() if weights.name == WEIGHTS and (folder / RECORD).is_file() else None
+    return BackboneInfo(spec, config, weights, export_dir)
+

@@ -1,0 +1,103 @@
+"""Beyond Masking (Tian et al., 2022): MAE's masking composed with a second input degradation.
+
+Read top to bottom (methods.md section 5): degrade the clean view -> mask -> encode visible -> decode all ->
+loss against the clean image. The default degradation, zoom-in ("misalign", the paper's best), uses a view of
+about (9/7) x S; the encoder sees its central S x S window and the decoder predicts the whole view resized to S,
+so input and output tokens are misaligned by the zoom. Its loss is 0.8 x the masked loss on the window + 0.2 x
+the loss on the border ring. The other degradations keep the S view and use MAE's masked loss.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from mimzoo.archs import Arch
+from mimzoo.degradations import ZOOM_IN, centre_crop, make_degradation, resize, view_size_for
+from mimzoo.errors import MimzooError
+from mimzoo.masking import random_token_mask
+from mimzoo.methods.base import MethodOutput, Pretrainer
+from mimzoo.models.decoder import MaskedDecoder
+from mimzoo.models.encoder import create_encoder, encode_visible
+from mimzoo.targets import ImageFilter, masked_mse, norm_pix_per_channel, patchify, unpatchify
+
+CENTRE_WEIGHT, RING_WEIGHT = 0.8, 0.2
+
+
+class Misalign(Pretrainer):
+    def __init__(self, arch: Arch, degradation: str = ZOOM_IN, mask_ratio: float = 0.75,
+                 norm_pix_loss: bool = True, image_filter: ImageFilter | None = None) -> None:
+        super().__init__()
+        self.arch, self.degradation, self.mask_ratio, self.norm_pix_loss = arch, degradation, mask_ratio, norm_pix_loss
+        self.image_filter = image_filter  # e.g. PixMIM's low-pass, applied to the clean image
+        self.degrade = make_degradation(degradation, arch)
+        self.view_size = view_size_for(degradation, arch.img_size)
+        self.ring = (self.view_size - arch.img_size) // 2  # 0 unless zoom-in: no misalignment loss
+        self.encoder = create_encoder(arch)
+        # The paper's decoders are 384 wide x 4 blocks x 6 heads (ViT-B) and 512 x 4 x 8 (ViT-L): half the
+        # encoder's width and heads, which scales to the small archs.
+        heads = self.encoder.blocks[0].attn.num_heads
+        self.decoder = MaskedDecoder(
+            in_dim=self.encoder.embed_dim,
+            num_patches=arch.num_patches,
+            out_dim=arch.patch_size**2 * 3,
+            dim=self.encoder.embed_dim // 2,
+            depth=4,
+            num_heads=math.ceil(heads / 2),
+            num_prefix_tokens=self.encoder.num_prefix_tokens,
+            embed_bias=False,
+        )
+
+    @torch.no_grad()
+    def target(self, images: torch.Tensor) -> torch.Tensor:
+        """Clean (B, 3, S, S) -> (B, N, p*p*3): the (filtered) image's patches, per-patch per-channel normalised."""
+        if self.image_filter is not None:
+            images = self.image_filter(images)
+        patches = patchify(images, self.arch.patch_size)
+        return norm_pix_per_channel(patches) if self.norm_pix_loss else patches
+
+    def degrade_and_target(self, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Clean views (B, 3, V, V) -> (encoder input (B, 3, S, S), clean image the decoder predicts (B, 3, S, S))."""
+        if views.shape[-1] != self.view_size:
+            raise MimzooError(f"misalign with {self.degradation} takes {self.view_size}-px views, not "
+                              f"{views.shape[-1]} px; make the data view with view_size_for()")
+        return self.degrade(views), resize(views, self.arch.img_size)
+
+    def forward(self, views: torch.Tensor) -> MethodOutput:
+        with torch.no_grad(), torch.autocast(views.device.type, enabled=False):  # pixels stay fp32
+            images, clean = self.degrade_and_target(views)
+            target = self.target(clean)  # (B, N, p*p*3)
+        mask = random_token_mask(views.shape[0], self.arch.num_patches, self.mask_ratio, views.device)
+        encoded = encode_visible(self.encoder, images, mask.idx_keep)
+        pred = self.decoder(encoded.tokens, mask.idx_restore)  # (B, N, p*p*3), the clean image's patches
+        # With nothing masked (ratio 0: degradation alone) every token is a prediction target.
+        weights = mask.mask if self.mask_ratio > 0 else torch.ones_like(mask.mask)
+        if not self.ring:
+            return MethodOutput(masked_mse(pred, target, weights), pred, target, mask.mask)
+        loss, logs = self.misalign_loss(pred, target, images, weights)
+        return MethodOutput(loss, pred, target, mask.mask, logs)
+
+    def misalign_loss(self, pred: torch.Tensor, target: torch.Tensor, window: torch.Tensor,
+                      weights: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Zoom-in loss at the view's resolution V: the prediction of the whole view (pred, (B, N, p*p*3)) is
+        resized to V, its centre compared with the encoder's window (B, 3, S, S) on the weighted tokens and its
+        border ring with the normalised target resized to V, every ring pixel counting."""
+        p, s, v = self.arch.patch_size, self.arch.img_size, self.view_size
+        pred_view = resize(unpatchify(pred.float(), p), v)  # fp32 under bf16 autocast, like the targets
+        window_target = self.target(window)  # norm-pix statistics of the encoder's own patches
+        target_view = resize(unpatchify(target, p), v)
+        centre = masked_mse(patchify(centre_crop(pred_view, s), p), window_target, weights)
+        ring = ring_mse(pred_view, target_view, self.ring)
+        loss = CENTRE_WEIGHT * centre + RING_WEIGHT * ring
+        return loss, {"loss_centre": centre.detach(), "loss_ring": ring.detach()}
+
+
+def ring_mse(pred: torch.Tensor, target: torch.Tensor, width: int) -> torch.Tensor:
+    """Sum of the MSEs of the four border strips ``width`` px wide of (B, C, V, V) images, as the reference
+    does: top and bottom span the full width, left and right the rows between them (no pixel counted twice)."""
+    inner, full = slice(width, -width), slice(None)
+    strips = [(slice(None, width), full), (slice(-width, None), full), (inner, slice(None, width)),
+              (inner, slice(-width, None))]
+    return sum(F.mse_loss(pred[..., rows, cols], target[..., rows, cols]) for rows, cols in strips)

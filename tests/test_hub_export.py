@@ -1,0 +1,105 @@
+"""Export folders: timm layout, one export path, atomicity, the generated card and recorded results."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from huggingface_hub import ModelCard
+from safetensors.torch import load_file
+
+from mimzoo.errors import MimzooError
+from mimzoo.hub import add_result, export_run, load_pretrainer
+
+EXPORT_FILES = ["README.md", "config.json", "mimzoo.json", "model.safetensors", "pretrainer.safetensors"]
+
+
+@pytest.fixture()
+def export_copy(finished_run, tmp_path):
+    """A copy of the session run's export that a test may change."""
+    return shutil.copytree(finished_run[0] / "export", tmp_path / "export")
+
+
+def test_final_export_is_a_hub_ready_timm_folder(finished_run):
+    export = finished_run[0] / "export"
+    assert sorted(p.name for p in export.iterdir()) == EXPORT_FILES
+    config = json.loads((export / "config.json").read_text())
+    assert config["architecture"] == "vit_tiny_patch16_224" and config["num_classes"] == 0
+    assert config["model_args"] == {"img_size": 32, "patch_size": 4}
+    pcfg = config["pretrained_cfg"]
+    assert pcfg["tag"] == "mimzoo_mae_pack_ep1" and pcfg["license"] == "cc-by-nc-4.0"
+    assert pcfg["mean"] == [0.485, 0.456, 0.406] and pcfg["std"] == [0.229, 0.224, 0.225]
+    assert (pcfg["crop_pct"], pcfg["interpolation"], pcfg["input_size"]) == (1.0, "bicubic", [3, 32, 32])
+
+    encoder, full = load_file(export / "model.safetensors"), load_file(export / "pretrainer.safetensors")
+    assert not any("decoder" in k or "mask_token" in k for k in encoder)
+    assert any(k.startswith("decoder.") for k in full)
+    assert all(torch.equal(encoder[k], full[f"encoder.{k}"]) for k in encoder)
+
+    record = json.loads((export / "mimzoo.json").read_text())
+    last = json.loads((finished_run[0] / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["pretraining"] | {"lr": None} == {"steps": 5, "epochs": 1.0, "processes": 1, "effective_batch": 8,
+                                                   "lr": None, "final_loss": last["loss"]}
+    assert "out" not in record["config"] and "data" not in record["config"]  # no local paths on the Hub
+
+
+def test_export_command_gives_the_same_folder_as_pretraining(finished_run, cli, tmp_path):
+    run = finished_run[0]
+    result = cli("export", run, "--out", tmp_path / "again")
+    assert result.exit_code == 0, result.output
+    for name in ("config.json", "mimzoo.json", "README.md"):
+        assert (tmp_path / "again" / name).read_text() == (run / "export" / name).read_text()
+    again, first = load_file(tmp_path / "again" / "model.safetensors"), load_file(run / "export" / "model.safetensors")
+    assert all(torch.equal(again[k], first[k]) for k in first)
+
+
+def test_failed_export_leaves_no_half_written_folder(finished_run, tmp_path, monkeypatch):
+    def broken_card(*args):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr("mimzoo.hub.export.write_record", broken_card)
+    with pytest.raises(RuntimeError):
+        export_run(finished_run[0], tmp_path / "new")
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor its temporary twin
+
+    existing = shutil.copytree(finished_run[0] / "export", tmp_path / "existing")
+    before = {p.name: p.read_bytes() for p in existing.iterdir()}
+    with pytest.raises(RuntimeError):
+        export_run(finished_run[0], existing, dataset="other")
+    assert {p.name: p.read_bytes() for p in existing.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["existing"]
+
+
+def test_card_metadata_round_trips_and_results_fill_the_model_index(export_copy):
+    add_result(export_copy, "linprobe", "cifar10", "accuracy", 41.0, split="test")
+    add_result(export_copy, "segment", "camvid", "miou_macro", 0.25, split="test")
+    add_result(export_copy, "linprobe", "cifar10", "accuracy", 42.5, split="test")  # replaces the first
+
+    card = ModelCard.load(export_copy / "README.md")
+    data = card.data
+    assert (data.library_name, data.pipeline_tag, data.license) == ("timm", "image-feature-extraction", "cc-by-nc-4.0")
+    assert {"mimzoo", "mae", "masked-image-modeling", "vision-transformer"} <= set(data.tags)
+    assert data.datasets == ["pack"]
+    rows = {(r.task_type, r.dataset_type, r.metric_type): r.metric_value for r in data.eval_results}
+    assert rows == {("image-classification", "cifar10", "accuracy"): 42.5,
+                    ("image-segmentation", "camvid", "miou_macro"): 0.25}
+    assert json.loads((export_copy / "mimzoo.json").read_text())["results"][-1]["value"] == 42.5
+    for text in ("| mask_ratio | 0.75 |", "| optimizer steps | 5 |", 'timm.create_model("hf-hub:ORG/NAME"',
+                 'smp.DPT(encoder_name="tu-hf-hub:ORG/NAME"', "mimzoo pull ORG/NAME",
+                 "Masked Autoencoders Are Scalable Vision Learners", "| Linear probing | cifar10 | test | accuracy |"):
+        assert text in card.text
+
+    with pytest.raises(MimzooError, match="unknown task 'detect'"):
+        add_result(export_copy, "detect", "coco", "map", 1.0)
+
+
+def test_pretrainer_reloads_for_visualization_and_continued_pretraining(finished_run):
+    model = load_pretrainer(finished_run[0] / "export")
+    saved = torch.load(finished_run[0] / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
+
+
+def test_export_of_a_folder_that_is_not_a_run(cli, tmp_path):
+    result = cli("export", tmp_path)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"error: {tmp_path} is not a run folder: it has no checkpoint.pt" in result.output

@@ -1,0 +1,152 @@
+"""Push and pull without a network: HfApi patched to upload into an offline Hugging Face cache, and the local
+folder backend. What comes back loads in plain timm (a process that never imports mimzoo) and as an SMP DPT encoder."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from huggingface_hub import HfApi, ModelCard
+from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub.utils import httpx
+from safetensors.torch import load_file
+from test_pretrain_cli import error_line
+
+from conftest import run_python
+from mimzoo.hub.backends import write_snapshot
+from mimzoo.zoo import ZOO, ZooEntry
+
+TOKEN = "hf_secret_token_for_tests_0123456789"
+PLAIN_TIMM_HUB_LOAD = """
+import sys, timm, torch
+model = timm.create_model("hf-hub:org/tiny", pretrained=True)  # strict: num_classes 0 on both sides
+assert model.pretrained_cfg["tag"].startswith("mimzoo_mae_"), model.pretrained_cfg
+torch.manual_seed(0)
+torch.save(model.eval().forward_features(torch.randn(2, 3, 32, 32)), sys.argv[1])
+assert "mimzoo" not in sys.modules
+"""
+
+
+@pytest.fixture()
+def export(finished_run, tmp_path):
+    return shutil.copytree(finished_run[0] / "export", tmp_path / "export")
+
+
+@pytest.fixture()
+def fake_hub(hf_cache, monkeypatch):
+    """HfApi whose uploads land in the offline cache; returns the calls it saw."""
+    calls = []
+
+    def create_repo(self, repo_id, **kwargs):
+        calls.append(("create_repo", repo_id, kwargs))
+        return f"https://huggingface.co/{repo_id}"
+
+    def create_branch(self, repo_id, **kwargs):
+        calls.append(("create_branch", repo_id, kwargs))
+
+    def upload_folder(self, *, repo_id, folder_path, revision=None, **kwargs):
+        calls.append(("upload_folder", repo_id, {"revision": revision, "token": self.token}))
+        write_snapshot(hf_cache, repo_id, revision or "main", Path(folder_path))
+
+    for name, fake in [("create_repo", create_repo), ("create_branch", create_branch),
+                       ("upload_folder", upload_folder)]:
+        monkeypatch.setattr(HfApi, name, fake)
+    return calls
+
+
+def zoo_row(result) -> list[str]:
+    """name, cached, hub repo of the test entry in `mimzoo list` (the columns that never wrap)."""
+    assert result.exit_code == 0, result.output
+    return next(line.split()[:3] for line in result.output.splitlines() if "lab-tiny" in line)
+
+
+def test_push_to_the_hub_then_pull_and_load_in_timm_and_smp(export, fake_hub, hf_cache, cli, tmp_path):
+    import segmentation_models_pytorch as smp
+
+    result = cli("push", export, "--repo-id", "org/tiny", "--private", "--token", TOKEN)
+    assert result.exit_code == 0, result.output
+    assert "pushed" in result.output and TOKEN not in result.output
+    assert [c[0] for c in fake_hub] == ["create_repo", "upload_folder"]
+    assert fake_hub[0][2]["private"] is True and fake_hub[1][2]["token"] == TOKEN
+
+    result = cli("pull", "org/tiny")
+    assert result.exit_code == 0, result.output
+    snapshot = Path(result.stdout.strip().splitlines()[0])
+    assert snapshot.parent.parent == hf_cache / "models--org--tiny"
+    card = ModelCard.load(snapshot / "README.md")  # the pushed card names its repo
+    assert 'timm.create_model("hf-hub:org/tiny"' in card.text and card.data.library_name == "timm"
+
+    check = run_python(PLAIN_TIMM_HUB_LOAD, str(tmp_path / "feats.pt"))
+    assert check.returncode == 0, check.stderr
+    from mimzoo.hub import load_backbone
+
+    model, _ = load_backbone("hf-hub:org/tiny")
+    torch.manual_seed(0)
+    assert torch.allclose(model.eval().forward_features(torch.randn(2, 3, 32, 32)), torch.load(tmp_path / "feats.pt"),
+                          atol=1e-6)
+
+    dpt = smp.DPT(encoder_name="tu-hf-hub:org/tiny", encoder_weights="imagenet", classes=3,
+                  dynamic_img_size=True).eval()
+    weights = load_file(snapshot / "model.safetensors")
+    encoder = dpt.encoder.model.state_dict()
+    assert encoder.keys() == weights.keys() and all(torch.equal(encoder[k], weights[k]) for k in weights)
+    assert dpt(torch.randn(2, 3, 32, 64)).shape == (2, 3, 32, 64)  # not the 32x32 it was trained at
+
+
+def test_revisions_and_the_local_folder_backend(export, fake_hub, hf_cache, cli, tmp_path, monkeypatch):
+    assert cli("push", export, "--repo-id", "org/tiny", "--revision", "v1", "--token", TOKEN).exit_code == 0
+    assert fake_hub[1] == ("create_branch", "org/tiny", {"branch": "v1", "exist_ok": True})
+    assert (hf_cache / "models--org--tiny" / "refs" / "v1").is_file()
+    assert cli("pull", "org/tiny@v1").exit_code == 0
+
+    shared = tmp_path / "shared"
+    result = cli("push", export, "--repo-id", "lab/tiny", "--backend-dir", shared)
+    assert result.exit_code == 0, result.output
+    assert (shared / "models--lab--tiny" / "refs" / "main").is_file()
+    monkeypatch.setitem(ZOO, "lab-tiny", ZooEntry("lab-tiny", "mae", "vit_tiny_patch4_32", "pack", 1, "lab/tiny", "t"))
+    assert zoo_row(cli("list")) == ["lab-tiny", "no", "lab/tiny"]
+    result = cli("pull", "lab-tiny", "--backend-dir", shared)
+    assert result.exit_code == 0, result.output
+    assert (hf_cache / "models--lab--tiny" / "snapshots").is_dir()
+    assert zoo_row(cli("list")) == ["lab-tiny", "yes", "lab/tiny"]
+    assert "lab/nothing is not in" in error_line(cli("pull", "lab/nothing", "--backend-dir", shared))
+
+
+def test_clear_errors(export, fake_hub, cli, tmp_path):
+    line = error_line(cli("push", export, "--repo-id", "org/tiny"))
+    assert line == "error: pushing to the Hub needs a token: pass --token, set HF_TOKEN or run `hf auth login`"
+    assert "org/unknown is not in the local Hugging Face cache" in error_line(cli("pull", "org/unknown"))
+    assert "HF_HUB_OFFLINE is set" in error_line(cli("pull", "org/unknown"))
+    (tmp_path / "plain").mkdir()
+    assert "is not an export: it has no config.json or model.safetensors" in error_line(
+        cli("push", tmp_path / "plain", "--repo-id", "org/tiny", "--token", TOKEN))
+    assert fake_hub == []  # nothing was sent
+
+
+def test_a_failing_push_never_shows_the_token(export, fake_hub, cli, monkeypatch):
+    def rejected(self, **kwargs):  # a server that echoes what it was sent
+        response = httpx.Response(401, request=httpx.Request("POST", "https://huggingface.co/api/models/org/tiny"))
+        raise HfHubHTTPError(f"401 Unauthorized: invalid token {TOKEN}", response=response)
+
+    monkeypatch.setattr(HfApi, "upload_folder", rejected)
+    line = error_line(cli("push", export, "--repo-id", "org/tiny", "--token", TOKEN))
+    assert line.startswith("error: push to org/tiny failed: 401 Unauthorized") and TOKEN not in line
+
+
+CRASHING_PUSH = """
+import sys
+from huggingface_hub import HfApi
+HfApi.create_repo = lambda self, repo_id, **kwargs: "https://huggingface.co/" + repo_id
+def crash(self, **kwargs):
+    raise RuntimeError("connection reset")
+HfApi.upload_folder = crash
+from mimzoo_cli.app import app
+app(["push", sys.argv[1], "--repo-id", "org/tiny", "--token", sys.argv[2]], prog_name="mimzoo")
+"""
+
+
+def test_an_unexpected_crash_during_push_prints_no_token(export):
+    # Typer's own traceback (not CliRunner's): it must not show local variables such as the token
+    result = run_python(CRASHING_PUSH, str(export), TOKEN)
+    assert result.returncode != 0 and "connection reset" in result.stderr
+    assert TOKEN not in result.stdout + result.stderr

@@ -1,0 +1,192 @@
+import colorsys
+import json
+import math
+
+import pytest
+import torch
+from PIL import Image
+from test_pretrain_cli import PLAIN_TIMM_CHECK, error_line
+
+from conftest import TINY_ARCH, run_python, tiny_pretrain_args
+from mimzoo.archs import get_arch
+from mimzoo.data.loader import IMAGENET_MEAN, IMAGENET_STD, normalize
+from mimzoo.data.sources import BUILTIN_SAMPLE, NpzPackSource
+from mimzoo.data.transforms import to_uint8_tensor
+from mimzoo.degradations import (
+    DEGRADATIONS,
+    blur,
+    centre_crop,
+    decolorize,
+    fisheye,
+    resize,
+    view_size_for,
+    zoom_in_ring,
+    zoom_out,
+)
+from mimzoo.errors import MimzooError
+from mimzoo.methods.misalign import Misalign
+from mimzoo.targets import masked_mse, norm_pix_per_channel, patchify
+
+ARCH = get_arch(TINY_ARCH)  # 32 px, patch 4: zoom-in view 42 px, ring 5 px
+MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+
+
+@pytest.fixture(scope="module")
+def photos() -> dict[int, torch.Tensor]:
+    """Four real photos from the built-in sample as normalised views, at the view sizes the tests need."""
+    source = NpzPackSource(BUILTIN_SAMPLE)
+    images = [source.load(i) for i in range(4)]
+    return {size: normalize(torch.stack([to_uint8_tensor(img.resize((size, size), Image.BICUBIC))
+                                         for img in images]), torch.device("cpu"))
+            for size in (32, 42)}
+
+
+def smooth_view(size: int) -> torch.Tensor:
+    """(1, 3, size, size) smooth waves in [-1, 1]: resampling them costs ~2%, a one-pixel shift ~10x more."""
+    i, j = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    channels = [torch.sin(2 * math.pi * (i / 31 + k * j / 37) + k) for k in range(3)]
+    return torch.stack(channels)[None].float()
+
+
+def test_view_and_ring_scale_with_the_image_size():
+    assert (zoom_in_ring(224), view_size_for("zoom-in", 224)) == (32, 288)  # the paper's 288 / 224
+    assert (zoom_in_ring(32), view_size_for("zoom-in", 32)) == (5, 42)
+    assert view_size_for("blur", 32) == 32
+    with pytest.raises(MimzooError, match="at least 4 px"):
+        zoom_in_ring(3)
+
+
+def test_encoder_window_is_the_centre_of_the_target_view():
+    model = Misalign(ARCH)
+    images, clean = model.degrade_and_target(smooth_view(42))
+    assert images.shape == clean.shape == (1, 3, 32, 32)
+    # the target image covers the whole view: scaled back to 42 px, its centre is what the encoder sees
+    back = resize(clean, 42)
+    error = (centre_crop(back, 32) - images).abs().mean()
+    shifted = (back[..., 4:36, 5:37] - images).abs().mean()  # one pixel off
+    assert error < 0.03 and shifted > 5 * error
+
+
+def test_zoom_in_loss_compares_prediction_and_targets_in_one_frame():
+    model = Misalign(ARCH, norm_pix_loss=False)  # raw pixels: a perfect prediction is the target image itself
+    images, clean = model.degrade_and_target(smooth_view(42))
+    weights = torch.ones(1, ARCH.num_patches)
+    perfect = model.target(clean)
+    loss, logs = model.misalign_loss(perfect, perfect, images, weights)
+    assert logs["loss_ring"] == 0 and logs["loss_centre"] < 1e-3
+    off = model.target(torch.roll(clean, 1, dims=-1))
+    assert model.misalign_loss(off, perfect, images, weights)[1]["loss_centre"] > 10 * logs["loss_centre"]
+
+
+@pytest.mark.parametrize("name", list(DEGRADATIONS))
+def test_each_degradation_changes_the_input_and_not_the_target(photos, name):
+    torch.manual_seed(0)
+    model = Misalign(ARCH, name)
+    views = photos[model.view_size]
+    before = views.clone()
+    images, clean = model.degrade_and_target(views)
+    assert images.shape == clean.shape == (4, 3, 32, 32)
+    assert torch.equal(views, before)  # the clean views are not modified in place
+    assert torch.equal(clean, resize(views, 32)) and (name == "zoom-in" or torch.equal(clean, views))
+    assert (images - clean).abs().mean() > 0.05
+    out = model(views)
+    assert torch.allclose(out.target, norm_pix_per_channel(patchify(clean, 4)))
+
+
+@pytest.mark.parametrize("degrade", [zoom_out, fisheye, lambda x: blur(x, 0.5)])
+def test_resampling_degradations_never_read_outside_the_image(degrade):
+    flat = torch.full((2, 3, 32, 32), 0.7)
+    assert torch.allclose(degrade(flat), flat, atol=1e-6)
+
+
+def test_zoom_out_places_the_shrunk_image_at_a_random_offset_with_mirrored_borders():
+    torch.manual_seed(0)
+    images = torch.randn(8, 3, 32, 32)
+    out, small = zoom_out(images), resize(images, 23)  # 160/224 of 32 px
+    offsets = []
+    for b in range(8):
+        found = [(t, lft) for t in range(9) for lft in range(9)
+                 if torch.equal(out[b, :, t : t + 23, lft : lft + 23], small[b])]
+        assert len(found) == 1
+        top, left = found[0]
+        offsets.append(found[0])
+        # the surround mirrors the image's own borders (the border pixel repeats, as the reference flips)
+        assert torch.equal(out[b, :, top : top + 23, left + 23], small[b, :, :, -1])
+        assert torch.equal(out[b, :, top + 23 :, left : left + 23], small[b, :, 23 - (9 - top) :, :].flip(-2))
+    assert len(set(offsets)) > 1
+
+
+def test_blur_is_a_gaussian_of_an_eighth_of_a_patch():
+    delta = torch.zeros(1, 1, 9, 9)
+    delta[..., 4, 4] = 1
+    response = DEGRADATIONS["blur"](ARCH)(delta.expand(1, 3, 9, 9))[0, 0]
+    sigma = ARCH.patch_size / 8
+    x = torch.arange(-2, 3).float()  # +-3 sigma, rounded up
+    kernel = torch.exp(-(x**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    assert torch.allclose(response[2:7, 2:7], kernel[:, None] * kernel[None, :], atol=1e-6)
+    assert math.isclose(response.sum().item(), 1, abs_tol=1e-6)
+
+
+def test_decolor_scales_the_hsv_saturation_by_0_3():
+    torch.manual_seed(0)
+    rgb = torch.rand(1, 3, 4, 4)
+    out = (decolorize((rgb - MEAN) / STD) * STD + MEAN)[0].reshape(3, -1).T
+    for pixel, got in zip(rgb[0].reshape(3, -1).T.tolist(), out.tolist(), strict=True):
+        h, s, v = colorsys.rgb_to_hsv(*pixel)
+        assert got == pytest.approx(colorsys.hsv_to_rgb(h, 0.3 * s, v), abs=1e-5)
+
+
+@pytest.mark.parametrize("name", ["zoom-in", "blur"])
+def test_mask_ratio_zero_trains_on_every_token(photos, name):
+    torch.manual_seed(0)
+    model = Misalign(ARCH, name, mask_ratio=0)
+    out = model(photos[model.view_size])
+    assert out.mask.sum() == 0 and out.loss > 0
+    if name == "blur":
+        assert torch.allclose(out.loss, masked_mse(out.pred, out.target, torch.ones_like(out.mask)))
+    out.loss.backward()
+    assert model.encoder.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
+    assert model.decoder.mask_token.grad is not None  # in the graph even when unused: DDP needs every parameter
+
+
+def test_decoder_is_half_the_encoder_and_wrong_views_are_refused():
+    model = Misalign(ARCH)
+    assert (model.decoder.embed.out_features, len(model.decoder.blocks), model.decoder.embed.bias) == (96, 4, None)
+    with pytest.raises(MimzooError, match="takes 42-px views, not 32 px"):
+        model(torch.randn(2, 3, 32, 32))
+
+
+def test_misalign_pretrain_logs_both_losses_and_exports_a_plain_timm_backbone(cli, npz_pack, tmp_path):
+    out = tmp_path / "misalign"
+    result = cli(*tiny_pretrain_args(npz_pack, out, "--method", "misalign", "--batch-size", "20", "--log-every", "1"))
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    assert (config["method"], config["degradation"], config["crop"]) == ("misalign", "zoom-in", "rrc")
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [1, 2]
+    assert all(math.isfinite(line["loss_centre"]) and math.isfinite(line["loss_ring"]) for line in lines)
+    exported = json.loads((out / "export" / "config.json").read_text())
+    assert exported["pretrained_cfg"]["paper_ids"] == "arXiv:2203.14313"
+    check = run_python(PLAIN_TIMM_CHECK, str(out / "export"), str(tmp_path / "f.pt"))
+    assert check.returncode == 0, check.stderr
+
+
+@pytest.mark.parametrize("name,mask_ratio", [("zoom-in", "0"), ("zoom-out", "0.75"), ("distort", "0.75"),
+                                             ("blur", "0"), ("decolor", "0.75")])
+def test_each_degradation_pretrains(cli, npz_pack, tmp_path, name, mask_ratio):
+    out = tmp_path / name
+    result = cli(*tiny_pretrain_args(npz_pack, out, "--method", "misalign", "--degradation", name,
+                                     "--mask-ratio", mask_ratio, "--batch-size", "20"))
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "config.json").read_text())["degradation"] == name
+    assert (out / "export" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--method", "misalign", "--degradation", "sharpen"], "unknown degradation 'sharpen'"),
+    (["--method", "mae", "--degradation", "blur"], "--degradation applies to --method misalign only"),
+])
+def test_bad_degradation_one_clear_line(cli, npz_pack, tmp_path, args, message):
+    assert message in error_line(cli(*tiny_pretrain_args(npz_pack, tmp_path / "r", *args)))
