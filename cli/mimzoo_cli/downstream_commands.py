@@ -74,7 +74,7 @@ def finetune(backbone: Backbone, data: Data = "builtin", epochs: int = 100, warm
              drop_path: float = 0.1, smoothing: float = 0.1, mixup: float = 0.8, cutmix: float = 1.0,
              reprob: Annotated[float, typer.Option(help="Random-erasing probability.")] = 0.25,
              auto_augment: Annotated[str, typer.Option(help="timm RandAugment spec; '' for none.")]
-             = "rand-m9-mstd0.5-inc1",
+             = "rand-m9-mstd0.5-inc1-mmax9",
              pool: Annotated[str, typer.Option(help="avg (+ fresh fc_norm, MAE) or token.")] = "avg",
              clip_grad: float | None = None, val_fraction: ValFraction = None, arch: Arch = None,
              device: Device = "auto", workers: Workers = 4, seed: Seed = 0, out: Out = Path("runs/finetune"),

@@ -45,7 +45,9 @@ class FinetuneConfig:
     mixup: float = 0.8
     cutmix: float = 1.0
     reprob: float = 0.25
-    auto_augment: str = "rand-m9-mstd0.5-inc1"
+    # MAE's RandAugment with magnitudes clipped at 9 (mmax9): at 10, timm's increasing posterize keeps 0 bits,
+    # which Pillow >= 13 rejects with an error mid-epoch
+    auto_augment: str = "rand-m9-mstd0.5-inc1-mmax9"
     pool: str = "avg"  # avg (+ fresh fc_norm, MAE) | token (cls after the pretrained norm)
     clip_grad: float | None = None
     workers: int = 4
