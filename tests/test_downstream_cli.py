@@ -4,7 +4,6 @@ import json
 import shutil
 
 import pytest
-
 from test_pretrain_cli import error_line
 from test_segment import write_generic
 

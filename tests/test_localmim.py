@@ -100,3 +100,11 @@ def test_localmim_pretrains_two_steps_and_exports_a_plain_timm_backbone(cli, npz
     assert [line["step"] for line in lines] == [1, 2] and len(lines[-1]["scale_losses"]) == len(scales)
     check = run_python(PLAIN_TIMM_CHECK, str(out / "export"), str(tmp_path / "f.pt"))
     assert check.returncode == 0, check.stderr
+
+
+def test_resume_with_another_target_is_refused(cli, npz_pack, tmp_path):
+    out = tmp_path / "run"
+    assert cli(*tiny_pretrain_args(npz_pack, out, "--method", "localmim", "--target", "pixel",
+                                   "--batch-size", "20")).exit_code == 0
+    line = error_line(cli("pretrain", "--resume", "--out", out, "--target", "lowpass", "--epochs", "2"))
+    assert "was pretrained with target 'pixel', not 'lowpass'" in line

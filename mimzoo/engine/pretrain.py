@@ -62,6 +62,10 @@ def plan_schedule(cfg: PretrainConfig, dataset_size: int, world_size: int) -> Sc
     return Schedule(steps, cfg.epochs, cfg.warmup_epochs, effective, cfg.blr * effective / 256)
 
 
+# what the checkpoint's model and task are: a resume may extend or tune a run, not turn it into another one
+RUN_IDENTITY = ("arch", "method", "target", "degradation", "mff_layers", "localmim_scales")
+
+
 def resolve_run_config(cfg: PretrainConfig, resume: bool, explicit: set[str]) -> PretrainConfig:
     """For a resume, start from the checkpoint's config and apply only options the user gave explicitly."""
     ckpt_path = Path(cfg.out) / CHECKPOINT
@@ -72,7 +76,7 @@ def resolve_run_config(cfg: PretrainConfig, resume: bool, explicit: set[str]) ->
     if not ckpt_path.exists():
         raise MimzooError(f"no checkpoint to resume in {cfg.out}; drop --resume to start a new run there")
     saved = PretrainConfig.from_dict(load_checkpoint(ckpt_path, torch.device("cpu"))["config"])
-    for key in ("arch", "method", "mff_layers"):  # they shape the model the checkpoint holds
+    for key in RUN_IDENTITY:
         if key in explicit and getattr(cfg, key) != getattr(saved, key):
             raise MimzooError(
                 f"{cfg.out} was pretrained with {key} {getattr(saved, key)!r}, not {getattr(cfg, key)!r}; "
