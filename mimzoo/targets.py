@@ -52,6 +52,20 @@ def norm_pix_per_channel(patches: torch.Tensor, channels: int = 3, eps: float = 
     return x.reshape(b, n, k)
 
 
+def denorm_pix(normalised: torch.Tensor, reference: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """The inverse of :func:`norm_pix` with the statistics of ``reference`` (B, N, K), the un-normalised patches:
+    how MAE's demo shows a norm-pix prediction as pixels (it takes each patch's mean and variance from the original)."""
+    return normalised * (reference.var(dim=-1, keepdim=True) + eps) ** 0.5 + reference.mean(dim=-1, keepdim=True)
+
+
+def denorm_pix_per_channel(normalised: torch.Tensor, reference: torch.Tensor, channels: int = 3,
+                           eps: float = 1e-6) -> torch.Tensor:
+    """The inverse of :func:`norm_pix_per_channel` with the per-channel statistics of ``reference`` (B, N, K)."""
+    b, n, k = normalised.shape
+    x, ref = normalised.reshape(b, n, k // channels, channels), reference.reshape(b, n, k // channels, channels)
+    return (x * (ref.std(dim=2, keepdim=True) + eps) + ref.mean(dim=2, keepdim=True)).reshape(b, n, k)
+
+
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over masked tokens of the per-token MSE; pred/target (B, N, K), mask (B, N) with 1 = masked."""
     per_token = (pred - target).pow(2).mean(dim=-1)
@@ -144,3 +158,24 @@ def hog_features(images: torch.Tensor, cells: Sequence[int], nbins: int = HOG_BI
             pooled = F.normalize(pooled.unflatten(1, (channels, nbins)), dim=2).flatten(1, 2)
             features.append(pooled.flatten(2).transpose(1, 2))
         return features
+
+
+def hog_picture(features: torch.Tensor, nbins: int = HOG_BINS) -> torch.Tensor:
+    """HOG features (B, N, C * nbins) on a square grid of cells (see :func:`hog_features`) -> (B, 3, g, g) RGB in
+    [0, 1]: hue = each cell's dominant gradient orientation, brightness = how much it dominates (0: a flat or
+    isotropic cell, 1: every vote in one bin). Negative bins (a prediction's) count as 0.
+
+    The channels' histograms are summed; orientation is unsigned, so the bins are averaged as vectors at twice
+    their centre angle (a 179-degree and a 1-degree gradient agree) and the mean angle is halved back into hue.
+    """
+    b, n, k = features.shape
+    hist = features.float().reshape(b, n, k // nbins, nbins).clamp(min=0).sum(dim=2)  # (B, N, nbins)
+    doubled = (torch.arange(nbins, device=features.device) + 0.5) * (2 * math.pi / nbins)
+    x, y = (hist * doubled.cos()).sum(-1), (hist * doubled.sin()).sum(-1)
+    strength = (torch.hypot(x, y) / hist.sum(-1).clamp(min=1e-6)).clamp(max=1)  # <= 1 but for rounding
+    hue = torch.atan2(y, x) / (2 * math.pi) % 1
+    # HSV -> RGB at full saturation: channel n of (R, G, B) = v (1 - clamp(min(k, 4 - k), 0, 1)), k = (n + 6 h) mod 6
+    sector = (torch.tensor([5.0, 3.0, 1.0], device=features.device) + 6 * hue[..., None]) % 6
+    rgb = strength[..., None] * (1 - torch.minimum(sector, 4 - sector).clamp(0, 1))  # (B, N, 3)
+    grid = math.isqrt(n)
+    return rgb.transpose(1, 2).reshape(b, 3, grid, grid)

@@ -90,9 +90,9 @@ def _register_commands() -> None:
 
     for command in (downstream.knn, downstream.linprobe, downstream.finetune, downstream.segment):
         app.command()(command)
-    from mimzoo_cli import hub_commands
+    from mimzoo_cli import hub_commands, viz_commands
 
-    for name, command in hub_commands.COMMANDS.items():
+    for name, command in {**hub_commands.COMMANDS, **viz_commands.COMMANDS}.items():
         app.command(name=name)(command)
 
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from mimzoo.archs import Arch, get_arch
 from mimzoo.degradations import view_size_for
 from mimzoo.errors import MimzooError
-from mimzoo.methods.base import MethodOutput, Pretrainer
+from mimzoo.methods.base import MethodOutput, Pretrainer, Reconstruction
 from mimzoo.methods.localmim import TARGETS as LOCALMIM_TARGETS
 from mimzoo.methods.localmim import LocalMIM, resolve_scales
 from mimzoo.methods.mae import MAE
@@ -111,4 +111,4 @@ def resolve_defaults(cfg: PretrainConfig) -> PretrainConfig:
     return cfg
 
 
-__all__ = ["METHODS", "MethodOutput", "MethodSpec", "Pretrainer", "get_method", "resolve_defaults"]
+__all__ = ["METHODS", "MethodOutput", "MethodSpec", "Pretrainer", "Reconstruction", "get_method", "resolve_defaults"]

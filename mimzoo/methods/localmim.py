@@ -22,15 +22,36 @@ from torch.nn import functional as F
 from mimzoo.archs import Arch
 from mimzoo.errors import MimzooError
 from mimzoo.masking import TokenMask, random_token_mask
-from mimzoo.methods.base import MethodOutput, Pretrainer
+from mimzoo.methods.base import (
+    MethodOutput,
+    Pretrainer,
+    Reconstruction,
+    from_prediction,
+    hide_masked,
+    pixel_target,
+    predicted_image,
+    to_rgb,
+)
 from mimzoo.models.decoder import MaskedDecoder
 from mimzoo.models.encoder import create_encoder, encode_visible
-from mimzoo.targets import HOG_BINS, IMAGE_TARGETS, hog_features, image_filter, masked_mse, norm_pix, patchify
+from mimzoo.targets import (
+    HOG_BINS,
+    IMAGE_TARGETS,
+    denorm_pix,
+    hog_features,
+    hog_picture,
+    image_filter,
+    masked_mse,
+    norm_pix,
+    patchify,
+)
 
 PAPER_SCALES = (4.0, 2.0, 1.0, 0.5)
 TARGETS = ("hog", *IMAGE_TARGETS)
 DECODER_DIM, DECODER_DEPTH, DECODER_HEADS = 256, 1, 8  # the paper's for every ViT size
 MIN_HOG_CELL = 2  # px: a 1-px cell holds a single gradient, not a histogram
+HOG_NOTE = ("HOG panels, one pixel per cell: hue = the cell's dominant gradient orientation, brightness = how much "
+            "it dominates (black: flat, or no single orientation)")
 
 
 def parse_scales(text: str) -> list[float]:
@@ -149,6 +170,30 @@ class LocalMIM(Pretrainer):
         preds, targets = self.predict(images, mask), self.targets(images)
         masks = [scale_mask(mask.mask, self.arch.grid_size, s) for s in self.scales]
         losses = torch.stack([masked_mse(*args) for args in zip(preds, targets, masks, strict=True)])
-        # the trainer and visualiser get the patch scale (x1), or the deepest scale where x1 is not trained
-        k = self.scales.index(1.0) if 1.0 in self.scales else -1
+        k = self.reported_scale
         return MethodOutput(losses.sum(), preds[k], targets[k], masks[k], logs={"scale_losses": losses.detach()})
+
+    @property
+    def reported_scale(self) -> int:
+        """Index of the scale the trainer and the reconstruction figure get: the patch scale (x1), or the deepest
+        where x1 is not trained."""
+        return self.scales.index(1.0) if 1.0 in self.scales else -1
+
+    @torch.no_grad()
+    def reconstruct(self, images: torch.Tensor) -> Reconstruction:
+        """(B, 3, S, S) -> every scale's prediction as a panel: HOG as orientation pictures beside the target's, or
+        pixel regions as images (the reported scale's also as the standard reconstruction)."""
+        mask = random_token_mask(images.shape[0], self.arch.num_patches, self.mask_ratio, images.device)
+        preds, p = self.predict(images, mask), self.arch.patch_size
+        names = [f"x{s:g}" for s in self.scales]
+        if self.hog:
+            panels = {}
+            for name, pred, target in zip(names, preds, self.targets(images), strict=True):
+                panels |= {f"{name} HOG predicted": hog_picture(pred), f"{name} HOG target": hog_picture(target)}
+            return Reconstruction(to_rgb(images), hide_masked(images, mask.mask, p), None, None, panels, [HOG_NOTE])
+        target_image, panels = pixel_target(images, self.image_filter)
+        denormalise = denorm_pix if self.norm_pix_loss else None
+        predicted = [predicted_image(x, target_image, r, denormalise) for x, r in zip(preds, self.regions, strict=True)]
+        for name, region, image in zip(names, self.regions, predicted, strict=True):
+            panels[f"{name} ({region} px regions)"] = to_rgb(image)
+        return from_prediction(images, images, predicted[self.reported_scale], mask.mask, p, panels, self.norm_pix_loss)

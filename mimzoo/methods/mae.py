@@ -11,10 +11,10 @@ import torch
 
 from mimzoo.archs import Arch
 from mimzoo.masking import random_token_mask
-from mimzoo.methods.base import MethodOutput, Pretrainer
+from mimzoo.methods.base import MethodOutput, Pretrainer, Reconstruction, from_prediction, pixel_target, predicted_image
 from mimzoo.models.decoder import MaskedDecoder
 from mimzoo.models.encoder import create_encoder, encode_visible
-from mimzoo.targets import ImageFilter, masked_mse, norm_pix, patchify
+from mimzoo.targets import ImageFilter, denorm_pix, masked_mse, norm_pix, patchify
 
 
 class MAE(Pretrainer):
@@ -51,3 +51,12 @@ class MAE(Pretrainer):
         pred = self.decoder(self.encode(images, mask.idx_keep), mask.idx_restore)  # (B, N, p*p*3)
         target = self.target(images)
         return MethodOutput(masked_mse(pred, target, mask.mask), pred, target, mask.mask)
+
+    @torch.no_grad()
+    def reconstruct(self, images: torch.Tensor) -> Reconstruction:
+        """(B, 3, S, S) -> the standard panels, plus the filtered target when there is one (PixMIM)."""
+        out = self(images)
+        target_image, panels = pixel_target(images, self.image_filter)
+        predicted = predicted_image(out.pred, target_image, self.arch.patch_size,
+                                    denorm_pix if self.norm_pix_loss else None)
+        return from_prediction(images, images, predicted, out.mask, self.arch.patch_size, panels, self.norm_pix_loss)

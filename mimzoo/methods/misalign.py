@@ -18,12 +18,23 @@ from mimzoo.archs import Arch
 from mimzoo.degradations import ZOOM_IN, centre_crop, make_degradation, resize, view_size_for
 from mimzoo.errors import MimzooError
 from mimzoo.masking import random_token_mask
-from mimzoo.methods.base import MethodOutput, Pretrainer
+from mimzoo.methods.base import (
+    MethodOutput,
+    Pretrainer,
+    Reconstruction,
+    from_prediction,
+    pixel_target,
+    predicted_image,
+    to_rgb,
+)
 from mimzoo.models.decoder import MaskedDecoder
 from mimzoo.models.encoder import create_encoder, encode_visible
-from mimzoo.targets import ImageFilter, masked_mse, norm_pix_per_channel, patchify, unpatchify
+from mimzoo.targets import ImageFilter, denorm_pix_per_channel, masked_mse, norm_pix_per_channel, patchify, unpatchify
 
 CENTRE_WEIGHT, RING_WEIGHT = 0.8, 0.2
+BOX_COLOUR = (1.0, 0.2, 0.2)
+ZOOM_IN_NOTE = ("zoom-in: the encoder sees the boxed centre of the view and the decoder predicts the whole view; "
+                "original, masked input and reconstruction show that centre")
 
 
 class Misalign(Pretrainer):
@@ -93,6 +104,30 @@ class Misalign(Pretrainer):
         loss = CENTRE_WEIGHT * centre + RING_WEIGHT * ring
         return loss, {"loss_centre": centre.detach(), "loss_ring": ring.detach()}
 
+    @torch.no_grad()
+    def reconstruct(self, views: torch.Tensor) -> Reconstruction:
+        """Clean views (B, 3, V, V) -> the standard panels on the encoder's patch grid, plus the degraded input, or
+        for zoom-in the target view and the predicted view with the encoder's window boxed."""
+        # forward draws the degradation's randomness (offsets, fisheye centres) before the mask: replaying it on a
+        # copy of the RNG state gives the very input forward encodes
+        with torch.random.fork_rng(devices=[views.device] if views.is_cuda else []):
+            images, clean = self.degrade_and_target(views)
+        out = self(views)
+        p = self.arch.patch_size
+        target_image, panels = pixel_target(clean, self.image_filter)
+        predicted = predicted_image(out.pred, target_image, p, denorm_pix_per_channel if self.norm_pix_loss else None)
+        if not self.ring:
+            panels = {"degraded input": to_rgb(images), **panels}
+            return from_prediction(clean, images, predicted, out.mask, p, panels, self.norm_pix_loss)
+        # zoom-in: the prediction covers the whole view; the mask is on the encoder's window, the view's centre
+        s, v = self.arch.img_size, self.view_size
+        predicted_view = resize(predicted, v)
+        panels = {"target view": boxed(to_rgb(views), self.ring, s),
+                  "predicted view": boxed(to_rgb(predicted_view), self.ring, s), **panels}
+        shown = from_prediction(images, images, centre_crop(predicted_view, s), out.mask, p, panels, self.norm_pix_loss)
+        shown.notes.append(ZOOM_IN_NOTE)
+        return shown
+
 
 def ring_mse(pred: torch.Tensor, target: torch.Tensor, width: int) -> torch.Tensor:
     """Sum of the MSEs of the four border strips ``width`` px wide of (B, C, V, V) images, as the reference
@@ -101,3 +136,12 @@ def ring_mse(pred: torch.Tensor, target: torch.Tensor, width: int) -> torch.Tens
     strips = [(slice(None, width), full), (slice(-width, None), full), (inner, slice(None, width)),
               (inner, slice(-width, None))]
     return sum(F.mse_loss(pred[..., rows, cols], target[..., rows, cols]) for rows, cols in strips)
+
+
+def boxed(pictures: torch.Tensor, offset: int, size: int) -> torch.Tensor:
+    """RGB pictures (B, 3, V, V) with a 1-px box on the border of the size x size window at (offset, offset)."""
+    out, colour = pictures.clone(), torch.tensor(BOX_COLOUR).view(1, 3, 1)
+    window, first, last = slice(offset, offset + size), offset, offset + size - 1
+    out[..., first, window] = out[..., last, window] = colour
+    out[..., window, first] = out[..., window, last] = colour
+    return out

@@ -1,0 +1,112 @@
+"""Small PIL drawing helpers: Pillow's bundled font, wrapped text, a line plot with ticks, and saving.
+
+mimzoo draws its figures with PIL alone (no matplotlib dependency); this is all the plotting it needs.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+from itertools import cycle
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
+
+from mimzoo.errors import MimzooError, one_line
+
+FONT_SIZE = 13
+INK, NOTE_INK, GRID_INK = (30, 30, 30), (160, 40, 40), (225, 225, 225)
+# matplotlib's "tab10" colours, so curves look familiar
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+           "#17becf")
+Series = dict[str, tuple[list[float], list[float]]]  # name -> (xs, ys)
+
+
+@functools.cache
+def font(size: int = FONT_SIZE) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """Pillow's bundled font at ``size`` px: no system fonts needed."""
+    return ImageFont.load_default(size=size)
+
+
+def line_height(size: int = FONT_SIZE) -> int:
+    return font(size).getbbox("Ag")[3] + 3
+
+
+def wrap(text: str, width: float, size: int = FONT_SIZE) -> list[str]:
+    """Greedy word wrap into lines at most ``width`` px wide (a longer word gets a line of its own)."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and font(size).getlength(f"{lines[-1]} {word}") <= width:
+            lines[-1] += f" {word}"
+        else:
+            lines.append(word)
+    return lines
+
+
+def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
+    """About ``count`` round tick values (1, 2, 2.5 or 5 times a power of ten apart) inside [low, high]."""
+    raw = (high - low) / count
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
+    first = math.ceil(low / step) * step
+    return [first + i * step for i in range(int((high - first) / step + 1e-9) + 1)]
+
+
+def _span(values: Sequence[float], margin: float = 0.0) -> tuple[float, float]:
+    """(min, max) widened by ``margin`` of the range on each side, or around a single value so the axis has a
+    length."""
+    low, high = min(values), max(values)
+    pad = (high - low) * margin if high > low else abs(low) * 0.1 or 1.0
+    return low - pad, high + pad
+
+
+def line_plot(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], title: str, series: Series,
+              x_label: str = "step") -> None:
+    """Draw ``series`` as lines in ``box`` (left, top, right, bottom): a title, axes with ticks and grid lines,
+    and a legend when there is more than one series."""
+    left, top, right, bottom = box
+    text, lh = font(), line_height()
+    draw.text(((left + right) / 2, top + 4), title, fill=INK, font=text, anchor="ma")
+    draw.text(((left + right) / 2, bottom - 4), x_label, fill=INK, font=text, anchor="md")
+    x0, y0, x1, y1 = left + 64, top + lh + 10, right - 14, bottom - 2 * lh - 8  # the axes; labels outside them
+    xmin, xmax = _span([x for xs, _ in series.values() for x in xs])
+    ymin, ymax = _span([y for _, ys in series.values() for y in ys], margin=0.05)  # curves clear of the frame
+
+    def to_px(x: float, y: float) -> tuple[float, float]:
+        return x0 + (x - xmin) / (xmax - xmin) * (x1 - x0), y1 - (y - ymin) / (ymax - ymin) * (y1 - y0)
+
+    for tick in nice_ticks(ymin, ymax):
+        y = to_px(xmin, tick)[1]
+        draw.line([(x0, y), (x1, y)], fill=GRID_INK)
+        draw.text((x0 - 5, y), f"{tick:.3g}", fill=INK, font=text, anchor="rm")
+    for tick in nice_ticks(xmin, xmax):
+        x = to_px(tick, ymin)[0]
+        draw.line([(x, y0), (x, y1)], fill=GRID_INK)
+        draw.text((x, y1 + 4), f"{tick:.6g}", fill=INK, font=text, anchor="ma")
+    draw.rectangle((x0, y0, x1, y1), outline=INK)
+    for colour, (xs, ys) in zip(cycle(PALETTE), series.values()):
+        points = [to_px(x, y) for x, y in zip(xs, ys, strict=True)]
+        if len(points) > 1:
+            draw.line(points, fill=colour, width=2)
+        else:
+            draw.ellipse([(points[0][0] - 3, points[0][1] - 3), (points[0][0] + 3, points[0][1] + 3)], fill=colour)
+    if len(series) > 1:  # a legend at the top right, over the curves
+        legend_x = x1 - 8 - max(text.getlength(name) for name in series)
+        draw.rectangle((legend_x - 26, y0 + 2, x1 - 3, y0 + 6 + len(series) * lh), fill="white", outline=GRID_INK)
+        for i, (colour, name) in enumerate(zip(cycle(PALETTE), series)):
+            y = y0 + 4 + i * lh
+            draw.line([(legend_x - 22, y + lh / 2), (legend_x - 4, y + lh / 2)], fill=colour, width=3)
+            draw.text((legend_x, y), name, fill=INK, font=text)
+
+def save(image: Image.Image, path: Path) -> Path:
+    """Write ``image`` to ``path`` (the format from its extension), creating the folder; a one-line error if not."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image.save(path)
+    except ValueError:  # PIL: no format for this extension
+        raise MimzooError(f"cannot write {path}: give it an image extension such as .png") from None
+    except OSError as exc:
+        raise MimzooError(f"cannot write {path}: {one_line(exc)}") from None
+    return path

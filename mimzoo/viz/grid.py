@@ -1,0 +1,147 @@
+"""Reconstruction figures: load a pretraining model, cut images to its data view, draw what it reconstructs.
+
+One row per image: original, masked input, reconstruction, reconstruction with the visible patches pasted back,
+then the method's own panels (``Pretrainer.reconstruct`` decides them), so nothing here knows one method from
+another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw, ImageOps
+
+from mimzoo.archs import get_arch
+from mimzoo.data.loader import normalize
+from mimzoo.data.sources import IMAGE_EXTENSIONS
+from mimzoo.data.transforms import to_uint8_tensor
+from mimzoo.engine.checkpoint import CHECKPOINT, load_checkpoint
+from mimzoo.engine.config import PretrainConfig
+from mimzoo.errors import MimzooError, one_line
+from mimzoo.hub.export import load_pretrainer
+from mimzoo.hub.layout import PRETRAINER, read_json, read_record
+from mimzoo.methods import Pretrainer, Reconstruction, get_method
+from mimzoo.viz.draw import INK, NOTE_INK, font, line_height, save, wrap
+
+DEMO_PHOTOS = Path(__file__).resolve().parents[1] / "data" / "demo_photos"
+MAX_IMAGES = 32
+MIN_CELL, PAD, LABEL_LINES = 128, 8, 2
+
+
+def load_method(folder: Path) -> tuple[Pretrainer, PretrainConfig]:
+    """A run folder (``checkpoint.pt`` + ``config.json``) or an export folder with ``pretrainer.safetensors`` ->
+    the whole pretraining model (decoder included) on the CPU in eval mode, and its config."""
+    folder = Path(folder)
+    if (folder / CHECKPOINT).is_file():
+        cfg = PretrainConfig.from_dict(read_json(folder / "config.json"))
+        model = get_method(cfg.method).build(get_arch(cfg.arch), cfg)
+        model.load_state_dict(load_checkpoint(folder / CHECKPOINT, torch.device("cpu"))["model"])
+    elif (folder / PRETRAINER).is_file():
+        cfg = PretrainConfig.from_dict(read_record(folder)["config"])
+        model = load_pretrainer(folder)
+    else:
+        raise MimzooError(f"{folder} has no {CHECKPOINT} (a run folder) nor {PRETRAINER} (a mimzoo export): "
+                          "reconstructions need the decoder, not only the timm encoder; pass the run folder, or an "
+                          "export made from it with `mimzoo export RUN`")
+    return model.eval(), cfg
+
+
+def image_files(paths: Sequence[Path] | None = None) -> list[Path]:
+    """The image files of ``paths`` (a folder gives its images, sorted by name), or the demo photos shipped with
+    mimzoo (``mimzoo/data/demo_photos``, sources and licences in its README)."""
+    files: list[Path] = []
+    for path in map(Path, paths or [DEMO_PHOTOS]):
+        if path.is_dir():
+            files += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise MimzooError(f"image path {path} does not exist")
+    if not files:
+        raise MimzooError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {', '.join(map(str, paths or []))}")
+    if len(files) > MAX_IMAGES:
+        raise MimzooError(f"{len(files)} images make {len(files)} rows; pick at most {MAX_IMAGES}")
+    return files
+
+
+def load_views(files: Sequence[Path], size: int) -> torch.Tensor:
+    """Image files -> (B, 3, size, size), ImageNet-normalised: each resized (bicubic) so its short side is ``size``,
+    then centre-cropped."""
+    views = []
+    for file in files:
+        try:
+            with Image.open(file) as img:
+                views.append(to_uint8_tensor(ImageOps.fit(img.convert("RGB"), (size, size), Image.BICUBIC)))
+        except (OSError, ValueError, SyntaxError) as exc:  # what PIL raises for unreadable or corrupt files
+            raise MimzooError(f"cannot read image {file}: {one_line(exc)}") from None
+    return normalize(torch.stack(views), torch.device("cpu"))
+
+
+def reconstruct(model: Pretrainer, views: torch.Tensor, seed: int = 0,
+                mask_ratio: float | None = None) -> Reconstruction:
+    """``model.reconstruct(views)`` with its mask (and any random degradation) drawn after ``torch.manual_seed(seed)``:
+    the same seed gives the same mask. ``mask_ratio`` replaces the model's (it stays set on the model). The caller's
+    RNG state is restored afterwards."""
+    if mask_ratio is not None:
+        if not 0 <= mask_ratio < 1:
+            raise MimzooError(f"--mask-ratio must be in [0, 1), not {mask_ratio}")
+        model.mask_ratio = mask_ratio
+    with torch.random.fork_rng(devices=[views.device] if views.is_cuda else []):
+        torch.manual_seed(seed)
+        return model.eval().reconstruct(views)
+
+
+def to_picture(rgb: torch.Tensor, size: int) -> Image.Image:
+    """(3, h, w) RGB in [0, 1] -> a size x size PIL image; enlarged with nearest, so each pixel (or HOG cell) of a
+    small model's input stays a crisp square."""
+    array = (rgb.detach().float().cpu().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+    picture = Image.fromarray(array)
+    return picture.resize((size, size), Image.NEAREST if picture.width <= size else Image.BICUBIC)
+
+
+def grid_columns(shown: Reconstruction) -> dict[str, torch.Tensor]:
+    """The figure's columns in order: the standard panels the method has, then its own."""
+    standard = {"original": shown.original, "masked input": shown.masked, "reconstruction": shown.reconstruction,
+                "reconstruction + visible patches": shown.pasted}
+    return {**{name: pictures for name, pictures in standard.items() if pictures is not None}, **shown.panels}
+
+
+def grid_cell(shown: Reconstruction) -> int:
+    """Side of a panel in px: the image size, at least ``MIN_CELL`` (a 32-px input is shown 4x)."""
+    return max(MIN_CELL, shown.original.shape[-1])
+
+
+def reconstruction_grid(shown: Reconstruction, title: str) -> Image.Image:
+    """The figure: ``title`` and the notes on top, a label over each column, one row per image."""
+    columns, cell, lh = grid_columns(shown), grid_cell(shown), line_height()
+    width = len(columns) * (cell + PAD) + PAD
+    header = [(line, INK) for line in wrap(title, width - 2 * PAD)]
+    header += [(line, NOTE_INK) for note in shown.notes for line in wrap(f"note: {note}", width - 2 * PAD)]
+    top = PAD + len(header) * lh + PAD  # the column labels start here
+    rows = shown.original.shape[0]
+    canvas = Image.new("RGB", (width, top + LABEL_LINES * lh + rows * (cell + PAD)), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i, (line, ink) in enumerate(header):
+        draw.text((PAD, PAD + i * lh), line, fill=ink, font=font())
+    for col, (name, pictures) in enumerate(columns.items()):
+        x = PAD + col * (cell + PAD)
+        for i, line in enumerate(wrap(name, cell)[:LABEL_LINES]):
+            draw.text((x, top + i * lh), line, fill=INK, font=font())
+        for row in range(rows):
+            canvas.paste(to_picture(pictures[row], cell), (x, top + LABEL_LINES * lh + row * (cell + PAD)))
+    return canvas
+
+
+def visualize(checkpoint: Path, out: Path, images: Sequence[Path] | None = None, mask_ratio: float | None = None,
+              seed: int = 0) -> Reconstruction:
+    """Write the reconstruction figure of ``checkpoint`` (a run or export folder, see :func:`load_method`) on
+    ``images`` (default: the demo photos) to ``out``; returns what it drew."""
+    model, cfg = load_method(checkpoint)
+    size = get_method(cfg.method).view_size(get_arch(cfg.arch), cfg)  # misalign's zoom-in takes a larger view
+    shown = reconstruct(model, load_views(image_files(images), size), seed, mask_ratio)
+    recipe = [cfg.method, cfg.arch, f"target {cfg.target}", cfg.degradation,
+              f"mask ratio {model.mask_ratio:g}", f"seed {seed}"]
+    save(reconstruction_grid(shown, f"{checkpoint}: " + ", ".join(filter(None, recipe))), out)
+    return shown

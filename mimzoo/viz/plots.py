@@ -1,0 +1,73 @@
+"""Training curves of a run folder: every numeric series of ``metrics.jsonl`` against the step, in one PNG.
+
+Panels: the loss with any other ``loss*`` scalar (misalign's ``loss_centre`` and ``loss_ring``), then each other
+scalar (``lr``, ``grad_norm``) and each logged list, one line per element (MFF's ``fusion_weights``, shallow to
+deep; LocalMIM's ``scale_losses``, fine to coarse), in the order the log first names them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageDraw
+
+from mimzoo.errors import MimzooError
+from mimzoo.viz.draw import INK, Series, font, line_height, line_plot, save
+
+METRICS = "metrics.jsonl"
+NOT_PLOTTED = ("step", "epoch", "img_per_s", "skipped_images")  # axes or bookkeeping, not training signals
+PANEL_WIDTH, PANEL_HEIGHT, COLUMNS = 520, 300, 2
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The lines of ``RUN/metrics.jsonl``; one cut short by a kill is skipped."""
+    path = Path(run_dir) / METRICS
+    if not path.is_file():
+        raise MimzooError(f"{run_dir} has no {METRICS}: pass a run folder made by mimzoo pretrain")
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def curve_panels(records: list[dict[str, Any]]) -> dict[str, Series]:
+    """Panel title -> its series (name -> (steps, values)); non-finite and non-numeric values are left out."""
+    panels: dict[str, Series] = {}
+    for record in records:
+        step = record.get("step")
+        for key, value in record.items():
+            if step is None or key in NOT_PLOTTED:
+                continue
+            panel = panels.setdefault("loss" if key.startswith("loss") else key, {})
+            named = {f"[{i}]": v for i, v in enumerate(value)} if isinstance(value, list) else {key: value}
+            for name, v in named.items():
+                if isinstance(v, int | float) and math.isfinite(v):
+                    steps, values = panel.setdefault(name, ([], []))
+                    steps.append(step)
+                    values.append(v)
+    return {title: series for title, series in panels.items() if series}
+
+
+def plot_run(run_dir: Path, out: Path) -> list[str]:
+    """Draw the curves of ``run_dir`` into ``out``; returns the panel titles."""
+    panels = curve_panels(read_metrics(run_dir))
+    if not panels:
+        raise MimzooError(f"{Path(run_dir) / METRICS} has no metrics yet; a run logs every --log-every steps")
+    columns = min(COLUMNS, len(panels))
+    title_height = line_height() + 12
+    rows = math.ceil(len(panels) / columns)
+    canvas = Image.new("RGB", (columns * PANEL_WIDTH, title_height + rows * PANEL_HEIGHT), "white")
+    draw = ImageDraw.Draw(canvas)
+    draw.text((8, 6), f"{run_dir}: {METRICS}", fill=INK, font=font())
+    for i, (title, series) in enumerate(panels.items()):
+        row, col = divmod(i, columns)
+        left, top = col * PANEL_WIDTH, title_height + row * PANEL_HEIGHT
+        line_plot(draw, (left, top, left + PANEL_WIDTH, top + PANEL_HEIGHT), title, series)
+    save(canvas, out)
+    return list(panels)
