@@ -93,6 +93,7 @@ def error_line(result) -> str:
     (["--method", "simclr"], "unknown method 'simclr'"),
     (["--batch-size", "64"], "larger than the dataset (40 images)"),
     (["--mask-ratio", "1.0"], "--mask-ratio must be in [0, 1)"),
+    (["--mask-ratio", "0"], "--mask-ratio 0 leaves mae nothing to reconstruct"),
 ])
 def test_bad_input_one_clear_line(cli, npz_pack, tmp_path, args, message):
     # a repeated option overrides the earlier one, as on a real command line

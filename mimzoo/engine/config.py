@@ -55,6 +55,8 @@ class PretrainConfig:
             (0 <= self.warmup_epochs <= self.epochs, "--warmup-epochs must be between 0 and --epochs"),
             (self.batch_size >= 1 and self.accum >= 1, "--batch-size and --accum must be at least 1"),
             (0 <= self.mask_ratio < 1, "--mask-ratio must be in [0, 1)"),
+            (self.mask_ratio > 0 or self.method == "misalign",
+             f"--mask-ratio 0 leaves {self.method} nothing to reconstruct; only misalign trains unmasked"),
             (self.mff_layers is None or self.method == "mff", "--mff-layers applies to --method mff only"),
             (self.localmim_scales is None or self.method == "localmim",
              "--localmim-scales applies to --method localmim only"),
