@@ -136,3 +136,17 @@ def test_no_argument_pretrain_uses_the_demo_preset(monkeypatch):
     assert result.exit_code == 0, result.output
     cfg = seen["cfg"]
     assert (cfg.method, cfg.arch, cfg.data) == ("mae", TINY_ARCH, "builtin")
+
+
+def test_corrupt_images_are_skipped_counted_and_named(cli, image_folder, tmp_path):
+    data = tmp_path / "images"
+    data.mkdir()
+    for i, path in enumerate(sorted(image_folder.rglob("*.png"))[:15]):
+        (data / f"{i:02d}.png").write_bytes(path.read_bytes())
+    (data / "99.jpg").write_bytes(b"\xff\xd8 this is not a JPEG")
+    out = tmp_path / "run"
+    result = cli(*tiny_pretrain_args(data, out, "--batch-size", "4", "--log-every", "1"))
+    assert result.exit_code == 0, result.output
+    assert "skipped 1 unreadable image(s)" in result.output and "99.jpg" in result.output
+    last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["skipped_images"] == 1
