@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from functools import partial
+from functools import lru_cache, partial
 
 import torch
 from torch.nn import functional as F
 
-from mimzoo.data.loader import IMAGENET_MEAN, IMAGENET_STD
+from mimzoo.data.loader import imagenet_stats
 from mimzoo.errors import MimzooError
 
 
@@ -80,6 +80,7 @@ def lowpass_radius(img_size: int) -> float:
     return LOWPASS_RADIUS_AT_224 * img_size / 224
 
 
+@lru_cache(maxsize=16)
 def lowpass_mask(height: int, width: int, radius: float, device: torch.device) -> torch.Tensor:
     """(H, W) ideal circular low-pass in fftshift-ed coordinates, centred on the DC bin.
 
@@ -98,13 +99,12 @@ def lowpass_filter(images: torch.Tensor, radius: float) -> torch.Tensor:
     reference), re-normalise. Runs in fp32 on the images' device, even under autocast.
     """
     device = images.device
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    mean, std = imagenet_stats(device)
     with torch.autocast(device.type, enabled=False):
         rgb = images.float() * std + mean
-        spectrum = torch.fft.fftshift(torch.fft.fft2(rgb), dim=(-2, -1))
-        spectrum = spectrum * lowpass_mask(*rgb.shape[-2:], radius, device)
-        low = torch.fft.ifft2(torch.fft.ifftshift(spectrum, dim=(-2, -1))).abs()
+        # the mask in the FFT's own layout spares shifting the spectrum there and back every step
+        mask = torch.fft.ifftshift(lowpass_mask(*rgb.shape[-2:], radius, device))
+        low = torch.fft.ifft2(torch.fft.fft2(rgb) * mask).abs()
         return (low - mean) / std
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import torch
@@ -78,8 +79,14 @@ def make_loader(dataset: ViewDataset, sampler: ResumableSampler, batch_size: int
                       pin_memory=pin_memory, generator=torch.Generator(), persistent_workers=False)
 
 
+@functools.lru_cache(maxsize=8)
+def imagenet_stats(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """ImageNet mean and std as (1, 3, 1, 1) tensors on ``device``, made once: no host-to-device copy per step."""
+    shape = (1, 3, 1, 1)
+    return torch.tensor(IMAGENET_MEAN, device=device).view(shape), torch.tensor(IMAGENET_STD, device=device).view(shape)
+
+
 def normalize(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     """uint8 (B, 3, H, W) -> float32 on ``device``, ImageNet mean/std normalised."""
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    mean, std = imagenet_stats(device)
     return (images.to(device, non_blocking=True).float() / 255 - mean) / std

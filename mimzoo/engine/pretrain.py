@@ -226,12 +226,12 @@ class _Trainer:
                 elapsed = time.perf_counter() - window_start
                 self._log({"step": self.step, "epoch": round(self.step / sched.steps_per_epoch, 4), "loss": loss,
                            "lr": lr, "grad_norm": grad_norm, "img_per_s": round(window_images / elapsed, 1),
-                           "skipped_images": self.skipped, **logs})
+                           "skipped_images": self.skipped, **_loggable(logs)})
                 window_start, window_images = time.perf_counter(), 0
             if self.step % cfg.ckpt_every == 0 or end_of_epoch:
                 self._save()
 
-    def _optimizer_step(self, batches) -> tuple[float, float, dict[str, float]]:
+    def _optimizer_step(self, batches) -> tuple[float, float, dict[str, torch.Tensor]]:
         cfg, device = self.cfg, self.ctx.device
         loss_sum = torch.zeros((), device=device)
         for micro in range(cfg.accum):
@@ -246,8 +246,10 @@ class _Trainer:
             loss_sum += out.loss.detach().float()
         max_norm = cfg.clip_grad if cfg.clip_grad else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.method.parameters(), max_norm)
-        loss = dist_utils.mean_across_ranks(self.ctx, loss_sum / cfg.accum).item()
-        if not (math.isfinite(loss) and math.isfinite(grad_norm.item())):
+        # the only host sync of a step: the non-finite guard needs the numbers (grad norms agree across ranks)
+        stats = dist_utils.mean_across_ranks(self.ctx, torch.stack([loss_sum / cfg.accum, grad_norm.float()]))
+        loss, norm = stats.tolist()
+        if not (math.isfinite(loss) and math.isfinite(norm)):
             self.optimizer.zero_grad(set_to_none=True)
             raise MimzooError(
                 f"non-finite loss ({loss}) or gradient norm at step {self.step + 1}; stopped, the last good "
@@ -255,9 +257,7 @@ class _Trainer:
             )
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        logs = {k: [round(x, 6) for x in v.detach().float().flatten().tolist()] if v.numel() > 1 else v.item()
-                for k, v in out.logs.items()}
-        return loss, grad_norm.item(), logs
+        return loss, norm, out.logs
 
     def _count_skipped(self, bad: torch.Tensor) -> None:
         bad = bad[bad >= 0]
@@ -279,3 +279,9 @@ def _logged_step(line: str) -> float:
         return json.loads(line)["step"]
     except (json.JSONDecodeError, KeyError):
         return math.inf
+
+
+def _loggable(logs: dict[str, torch.Tensor]) -> dict[str, float | list[float]]:
+    """A method's extra logs as JSON numbers, read from the device only at log steps."""
+    return {k: [round(x, 6) for x in v.detach().float().flatten().tolist()] if v.numel() > 1 else v.item()
+            for k, v in logs.items()}
