@@ -57,22 +57,28 @@ def test_rrc_box_stays_inside_and_covers_the_scale_range():
 
 def test_views_depend_only_on_seed_epoch_index(image_folder):
     ds = ViewDataset(open_source(str(image_folder)), RandomResizedCropFlip(32), seed=3)
-    first, _ = ds[5]
+    first, _ = ds[0, 5]
     assert first.dtype == torch.uint8 and first.shape == (3, 32, 32)
-    assert torch.equal(ds[5][0], first)
-    ds.epoch = 1
-    assert not torch.equal(ds[5][0], first)
+    assert torch.equal(ds[0, 5][0], first)
+    assert not torch.equal(ds[1, 5][0], first)
 
 
 def test_loader_batches_do_not_depend_on_worker_count(image_folder):
     ds = ViewDataset(open_source(str(image_folder)), RandomResizedCropFlip(32), seed=0)
 
-    def batches(workers):
+    def epochs(workers):
+        """Two epochs from one loader (its workers persist): the second must see the second epoch's views."""
         sampler = ResumableSampler(ds, 1, 0, seed=0)
-        sampler.set_epoch(2)
-        return [b[0] for b in make_loader(ds, sampler, 8, workers, pin_memory=False)]
+        loader = make_loader(ds, sampler, 8, workers, pin_memory=False)
+        batches = []
+        for epoch in (2, 3):
+            sampler.set_epoch(epoch)
+            batches.append([b[0] for b in loader])
+        return batches
 
-    assert all(torch.equal(a, b) for a, b in zip(batches(0), batches(2), strict=True))
+    (a2, a3), (b2, b3) = epochs(0), epochs(2)
+    assert all(torch.equal(a, b) for a, b in zip(a2 + a3, b2 + b3, strict=True))
+    assert not torch.equal(a2[0], a3[0])
 
 
 def test_sampler_skip_resumes_mid_epoch(image_folder):
@@ -80,6 +86,7 @@ def test_sampler_skip_resumes_mid_epoch(image_folder):
     sampler = ResumableSampler(ds, 1, 0, seed=0)
     sampler.set_epoch(1)
     full = list(sampler)
+    assert {epoch for epoch, _ in full} == {1}
     sampler.set_epoch(1, skip=16)
     assert list(sampler) == full[16:] and len(sampler) == len(full) - 16
 
@@ -90,6 +97,6 @@ def test_corrupt_images_are_skipped_and_reported(tmp_path, image_folder):
     (tmp_path / "1.png").write_bytes(b"not an image")
     (tmp_path / "2.png").write_bytes((tmp_path / "0.png").read_bytes()[:60])  # truncated
     ds = ViewDataset(open_source(str(tmp_path)), RandomResizedCropFlip(32), seed=0)
-    results = [ds[i] for i in range(4)]
+    results = [ds[0, i] for i in range(4)]
     assert [bad for _, bad in results] == [-1, 1, 2, -1]
     assert all(view.shape == (3, 32, 32) for view, _ in results)

@@ -17,23 +17,24 @@ MAX_BAD_IN_A_ROW = 16
 
 
 class ViewDataset(Dataset):
-    """(uint8 view (3, S, S), index of an unreadable image replaced by a neighbour, or -1).
+    """Keyed by (epoch, index): (uint8 view (3, S, S), index of an unreadable image replaced by a neighbour, or -1).
 
     The view of sample i in epoch e depends only on (seed, e, i): results do not depend on the number of
-    workers, and a resumed run sees exactly the views an uninterrupted one would. Unreadable or corrupt
+    workers, and a resumed run sees exactly the views an uninterrupted one would. The epoch travels in the key
+    (from :class:`ResumableSampler`), so persistent workers need no update between epochs. Unreadable or corrupt
     files are skipped (the next readable image stands in) and reported back so the trainer counts them.
     """
 
     def __init__(self, source: ImageFolderSource | NpzPackSource,
                  transform: Callable[[Image.Image, torch.Generator], torch.Tensor], seed: int) -> None:
         self.source, self.transform, self.seed = source, transform, seed
-        self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        gen = torch.Generator().manual_seed(hash((self.seed, self.epoch, index)) & 0x7FFF_FFFF_FFFF_FFFF)
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int]:
+        epoch, index = key
+        gen = torch.Generator().manual_seed(hash((self.seed, epoch, index)) & 0x7FFF_FFFF_FFFF_FFFF)
         img, _, bad = load_readable(self.source, range(len(self.source)), index)
         return self.transform(img, gen), bad
 
@@ -55,7 +56,8 @@ def load_readable(source: ImageFolderSource | NpzPackSource, indices: Sequence[i
 
 
 class ResumableSampler(DistributedSampler):
-    """DistributedSampler (also for one process) that can start an epoch part-way, after a resume."""
+    """DistributedSampler (also for one process) that can start an epoch part-way, after a resume; it yields
+    (epoch, index) keys for :class:`ViewDataset`."""
 
     def __init__(self, dataset: Dataset, num_replicas: int, rank: int, seed: int) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=True)
@@ -66,7 +68,7 @@ class ResumableSampler(DistributedSampler):
         self.skip = skip
 
     def __iter__(self):
-        return iter(list(super().__iter__())[self.skip :])
+        return iter([(self.epoch, index) for index in list(super().__iter__())[self.skip :]])
 
     def __len__(self) -> int:
         return self.num_samples - self.skip
@@ -74,9 +76,10 @@ class ResumableSampler(DistributedSampler):
 
 def make_loader(dataset: ViewDataset, sampler: ResumableSampler, batch_size: int, workers: int,
                 pin_memory: bool) -> DataLoader:
-    # A private generator keeps worker seeding off the global RNG, whose state the checkpoint restores.
+    # A private generator keeps worker seeding off the global RNG, whose state the checkpoint restores;
+    # workers persist across epochs (the sampler's keys carry the epoch).
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=True,
-                      pin_memory=pin_memory, generator=torch.Generator(), persistent_workers=False)
+                      pin_memory=pin_memory, generator=torch.Generator(), persistent_workers=workers > 0)
 
 
 @functools.lru_cache(maxsize=8)

@@ -109,6 +109,8 @@ class _Trainer:
         source = open_source(cfg.data)
         self.dataset = ViewDataset(source, make_view(cfg.crop, spec.view_size(arch, cfg)), cfg.seed)
         self.sampler = ResumableSampler(self.dataset, ctx.world_size, ctx.rank, cfg.seed)
+        self.loader = make_loader(self.dataset, self.sampler, cfg.batch_size, cfg.workers,
+                                  pin_memory=ctx.device.type == "cuda")
         self.schedule = plan_schedule(cfg, len(self.dataset), ctx.world_size)
 
         torch.manual_seed(cfg.seed)
@@ -210,10 +212,8 @@ class _Trainer:
     def _run_epoch(self, epoch: int) -> None:
         cfg, sched = self.cfg, self.schedule
         done_in_epoch = self.step - epoch * sched.steps_per_epoch
-        self.dataset.epoch = epoch
         self.sampler.set_epoch(epoch, skip=done_in_epoch * cfg.accum * cfg.batch_size)
-        batches = iter(make_loader(self.dataset, self.sampler, cfg.batch_size, cfg.workers,
-                                   pin_memory=self.ctx.device.type == "cuda"))
+        batches = iter(self.loader)
         window_start, window_images = time.perf_counter(), 0
         for _ in range(done_in_epoch, sched.steps_per_epoch):
             lr = self.optimizer.param_groups[0]["lr"]
