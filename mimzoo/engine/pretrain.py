@@ -28,6 +28,7 @@ from mimzoo.engine import distributed as dist_utils
 from mimzoo.engine.checkpoint import CHECKPOINT, atomic_path, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from mimzoo.engine.config import PretrainConfig
 from mimzoo.engine.distributed import DistContext
+from mimzoo.engine.metrics_log import append_metrics, truncate_metrics
 from mimzoo.engine.report import Reporter, for_rank
 from mimzoo.errors import MimzooError
 from mimzoo.hub.export import export_run
@@ -154,16 +155,8 @@ class _Trainer:
         else:  # a different process count: views are still exact, masks continue from a fresh seed
             torch.manual_seed(self.cfg.seed + self.ctx.rank + self.step)
         if self.ctx.is_main:
-            self._truncate_metrics()
+            truncate_metrics(self.run_dir, self.step)
         self.reporter.message(f"resumed {self.run_dir} at step {self.step} of {self.schedule.total_steps}")
-
-    def _truncate_metrics(self) -> None:
-        """Drop metrics lines logged after the checkpoint: the resumed run logs those steps again."""
-        path = self.run_dir / "metrics.jsonl"
-        if path.exists():
-            lines = [line for line in path.read_text().splitlines() if _logged_step(line) <= self.step]
-            with atomic_path(path) as tmp:
-                tmp.write_text("".join(line + "\n" for line in lines))
 
     def _save(self) -> None:
         rng = dist_utils.all_gather_object(self.ctx, rng_state())
@@ -269,16 +262,7 @@ class _Trainer:
     def _log(self, record: dict[str, Any]) -> None:
         self.reporter.update(self.step, record)
         if self.ctx.is_main:
-            with open(self.run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
-
-
-def _logged_step(line: str) -> float:
-    """The step of a metrics line; a line cut short by a kill counts as after every checkpoint."""
-    try:
-        return json.loads(line)["step"]
-    except (json.JSONDecodeError, KeyError):
-        return math.inf
+            append_metrics(self.run_dir, record)
 
 
 def _loggable(logs: dict[str, torch.Tensor]) -> dict[str, float | list[float]]:

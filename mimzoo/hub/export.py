@@ -21,6 +21,7 @@ from mimzoo.archs import Arch, get_arch
 from mimzoo.data.loader import IMAGENET_MEAN, IMAGENET_STD
 from mimzoo.engine.checkpoint import CHECKPOINT, atomic_dir, load_checkpoint
 from mimzoo.engine.config import PretrainConfig
+from mimzoo.engine.metrics_log import read_metrics
 from mimzoo.errors import MimzooError
 from mimzoo.hub.card import write_record
 from mimzoo.hub.layout import CONFIG, PRETRAINER, WEIGHTS, read_json, read_record
@@ -90,7 +91,7 @@ def export_run(run_dir: Path, out_dir: Path | None = None, dataset: str | None =
         "license": license,
         "repo_id": None,
         "config": {k: v for k, v in cfg.to_dict().items() if k not in RUNTIME_KEYS},
-        "pretraining": _pretraining_record(cfg, state["step"], processes, _metrics(run_dir, state["step"])),
+        "pretraining": _pretraining_record(cfg, state["step"], processes, read_metrics(run_dir, state["step"])),
         "results": [],
     }
     tag = f"mimzoo_{cfg.method}_{_slug(record['dataset'])}_ep{math.floor(record['pretraining']['epochs'])}"
@@ -113,22 +114,6 @@ def load_pretrainer(export_dir: Path) -> Pretrainer:
     model = get_method(record["method"]).build(get_arch(record["arch"]), PretrainConfig.from_dict(record["config"]))
     model.load_state_dict(load_file(export_dir / PRETRAINER), strict=True)
     return model
-
-
-def _metrics(run_dir: Path, step: int) -> list[dict[str, Any]]:
-    """The metrics lines up to the checkpoint's step (a killed run may have logged past it)."""
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:  # a line cut short by a kill
-            continue
-        if record.get("step", math.inf) <= step:
-            records.append(record)
-    return records
 
 
 def _pretraining_record(cfg: PretrainConfig, step: int, processes: int,

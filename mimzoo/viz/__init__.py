@@ -9,7 +9,7 @@ from mimzoo.viz.grid import (
     reconstruction_grid,
     visualize,
 )
-from mimzoo.viz.plots import curve_panels, plot_run, read_metrics
+from mimzoo.viz.plots import curve_panels, plot_run
 
 __all__ = [
     "curve_panels",
@@ -18,7 +18,6 @@ __all__ = [
     "load_method",
     "load_views",
     "plot_run",
-    "read_metrics",
     "reconstruct",
     "reconstruction_grid",
     "visualize",

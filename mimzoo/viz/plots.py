@@ -7,33 +7,18 @@ deep; LocalMIM's ``scale_losses``, fine to coarse), in the order the log first n
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageDraw
 
+from mimzoo.engine.metrics_log import METRICS, read_metrics
 from mimzoo.errors import MimzooError
 from mimzoo.viz.draw import INK, Series, font, line_height, line_plot, save
 
-METRICS = "metrics.jsonl"
 NOT_PLOTTED = ("step", "epoch", "img_per_s", "skipped_images")  # axes or bookkeeping, not training signals
 PANEL_WIDTH, PANEL_HEIGHT, COLUMNS = 520, 300, 2
-
-
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """The lines of ``RUN/metrics.jsonl``; one cut short by a kill is skipped."""
-    path = Path(run_dir) / METRICS
-    if not path.is_file():
-        raise MimzooError(f"{run_dir} has no {METRICS}: pass a run folder made by mimzoo pretrain")
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
 
 
 def curve_panels(records: list[dict[str, Any]]) -> dict[str, Series]:
@@ -56,6 +41,8 @@ def curve_panels(records: list[dict[str, Any]]) -> dict[str, Series]:
 
 def plot_run(run_dir: Path, out: Path) -> list[str]:
     """Draw the curves of ``run_dir`` into ``out``; returns the panel titles."""
+    if not (Path(run_dir) / METRICS).is_file():
+        raise MimzooError(f"{run_dir} has no {METRICS}: pass a run folder made by mimzoo pretrain")
     panels = curve_panels(read_metrics(run_dir))
     if not panels:
         raise MimzooError(f"{Path(run_dir) / METRICS} has no metrics yet; a run logs every --log-every steps")
