@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -28,3 +29,21 @@ def test_torchrun_two_process_gloo(image_folder, tmp_path):
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 7))  # 48 images / 16 per step = 3 steps x 2 epochs, logged once
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp"]  # nothing stray from rank 1
+
+
+@pytest.mark.slow
+def test_torchrun_two_process_finetune(finished_run, image_folder, tmp_path):
+    out, export = tmp_path / "ft", shutil.copytree(finished_run[0] / "export", tmp_path / "export")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "mimzoo",
+           "finetune", str(export), "--data", str(image_folder), "--val-fraction", "0.25",
+           "--epochs", "1", "--warmup-epochs", "0", "--batch-size", "4", "--workers", "0", "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert output.count("best top-1") == 1  # rank 0 alone reports
+    assert "lr = blr 0.0005 x 8/256" in output  # 4 per process x 2 processes
+    results = json.loads((out / "results.json").read_text())
+    assert len(results["history"]) == 1 and 0 <= results["last_top1"] <= 100
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "results.json"]
+    assert [r["task"] for r in json.loads((export / "mimzoo.json").read_text())["results"]] == ["finetune"]
