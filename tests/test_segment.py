@@ -113,7 +113,7 @@ def test_npz_pack_layout(tmp_path):
         arrays[f"{split}_y"] = np.stack(masks)
     np.savez(tmp_path / "pack.npz", **arrays)
     data = open_segmentation(str(tmp_path / "pack.npz"))
-    assert data.classes == ["sky", "road", "car"]  # 'unlabelled' is the ignore label
+    assert data.classes == ["sky", "road", "car"] and data.void_label == 3  # 'unlabelled' is the ignore label
     check_split(data.train, 3, 3, "train")
     assert data.val.image(1).shape == (32, 32, 3)
 
@@ -121,7 +121,8 @@ def test_npz_pack_layout(tmp_path):
 @pytest.mark.skipif(not CAMVID_PACK.exists(), reason="../shared/data is not beside the checkout")
 def test_real_camvid_pack_reads():
     data = open_segmentation(str(CAMVID_PACK), eval_split="test")
-    assert len(data.classes) == 11 and len(data.train) == 367 and len(data.val) == 233
+    assert len(data.classes) == 11 and len(data.train) == 367 and len(data.val) == 233 and data.void_label == 11
+    check_split(data.train, 11, data.void_label, "train")
     assert data.train.image(0).shape == (180, 240, 3) and data.train.mask(0).shape == (180, 240)
 
 

@@ -99,8 +99,9 @@ def segment(backbone: Backbone,
             data: Annotated[str, typer.Option(help="CamVid folder or npz pack, or a folder with classes.txt and "
                                                    "SPLIT/images + SPLIT/masks.")],
             eval_split: Annotated[str, typer.Option(help="Split to evaluate: val, or test (CamVid).")] = "val",
-            ignore_index: Annotated[int, typer.Option(help="Label excluded from loss and metrics (CamVid: 11).")]
-            = 255,
+            ignore_index: Annotated[int | None, typer.Option(
+                help="Label excluded from loss and metrics; default: the data's void label (CamVid: 11), else 255.")]
+            = None,
             epochs: int = 50, warmup_epochs: int = 2, batch_size: int = 8,
             lr: Annotated[float, typer.Option(help="AdamW lr of the decoder; encoder blocks get layer-decayed.")]
             = 1e-4,

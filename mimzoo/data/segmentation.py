@@ -96,10 +96,14 @@ def _npz_split(path: Path, pack, split: str) -> SegSplit:
 
 @dataclass
 class SegData:
+    """void_label: the label the data gives unlabelled pixels (CamVid: 11), the default ignore index; None if the
+    layout does not say."""
+
     train: SegSplit
     val: SegSplit
     classes: list[str]
     val_name: str
+    void_label: int | None = None
 
 
 def open_segmentation(spec: str, eval_split: str = "val") -> SegData:
@@ -114,11 +118,13 @@ def open_segmentation(spec: str, eval_split: str = "val") -> SegData:
             if f"{split}_y" not in pack.files:
                 raise MimzooError(f"{path} has no {split}_jpeg / {split}_y arrays; it is not a segmentation pack")
         classes = [str(c) for c in pack["classes"]] if "classes" in pack.files else []
-        return SegData(_npz_split(path, pack, "train"), _npz_split(path, pack, eval_split),
-                       _drop_void(classes), eval_split)
+        kept = _drop_void(classes)
+        return SegData(_npz_split(path, pack, "train"), _npz_split(path, pack, eval_split), kept, eval_split,
+                       len(kept) if len(kept) < len(classes) else None)
     if (path / "trainannot").is_dir():
         return SegData(_pairs(path / "train", path / "trainannot"),
-                       _pairs(path / eval_split, path / f"{eval_split}annot"), list(CAMVID_CLASSES), eval_split)
+                       _pairs(path / eval_split, path / f"{eval_split}annot"), list(CAMVID_CLASSES), eval_split,
+                       len(CAMVID_CLASSES))
     if (path / "classes.txt").is_file():
         classes = [c.strip() for c in (path / "classes.txt").read_text().splitlines() if c.strip()]
         return SegData(_pairs(path / "train" / "images", path / "train" / "masks"),

@@ -32,6 +32,7 @@ from mimzoo.engine.supervised import LoopConfig, SupervisedLoop
 from mimzoo.errors import MimzooError
 
 DPT_STRIDE = 32  # DPT's coarsest level is 1/32 of the input
+DEFAULT_IGNORE = 255
 
 
 @dataclass
@@ -44,7 +45,7 @@ class SegmentConfig:
     weight_decay: float = 0.05
     layer_decay: float = 0.75
     crop: int = 256
-    ignore_index: int = 255
+    ignore_index: int | None = None  # None: the data's void label (CamVid: 11), else DEFAULT_IGNORE
     dice: bool = False
     workers: int = 4
     out: str = "runs/segment"
@@ -120,22 +121,24 @@ def segment(backbone: VisionTransformer, data: SegData, cfg: SegmentConfig, ctx:
     if cfg.crop % multiple:
         raise MimzooError(f"--crop {cfg.crop} must be a multiple of {multiple} (patch size and DPT's 1/32 level); "
                           f"use --crop {max(multiple, cfg.crop - cfg.crop % multiple)}")
-    check_split(data.train, num_classes, cfg.ignore_index, "train")
-    check_split(data.val, num_classes, cfg.ignore_index, data.val_name)
+    ignore = next(i for i in (cfg.ignore_index, data.void_label, DEFAULT_IGNORE) if i is not None)
+    check_split(data.train, num_classes, ignore, "train")
+    check_split(data.val, num_classes, ignore, data.val_name)
     model = build_dpt(backbone, num_classes).to(ctx.device)
     lr = cfg.lr
     optimizer = torch.optim.AdamW(layer_decay_groups(model, cfg), lr=lr)
     norm = backbone_data_config(backbone)
-    train_set = SegDataset(data.train, norm["mean"], norm["std"], cfg.ignore_index, multiple, crop=cfg.crop)
-    val_set = SegDataset(data.val, norm["mean"], norm["std"], cfg.ignore_index, multiple)
+    train_set = SegDataset(data.train, norm["mean"], norm["std"], ignore, multiple, crop=cfg.crop)
+    val_set = SegDataset(data.val, norm["mean"], norm["std"], ignore, multiple)
     reporter.message(f"segment (DPT): {len(data.train)} train / {len(data.val)} {data.val_name} images, "
-                     f"{num_classes} classes, crop {cfg.crop}, lr {lr:.3g}, layer decay {cfg.layer_decay}")
+                     f"{num_classes} classes, ignore index {ignore}, crop {cfg.crop}, lr {lr:.3g}, "
+                     f"layer decay {cfg.layer_decay}")
     loop = SupervisedLoop(
-        model, optimizer, train_set, val_set, SegLoss(cfg.ignore_index, cfg.dice),
+        model, optimizer, train_set, val_set, SegLoss(ignore, cfg.dice),
         LoopConfig(cfg.epochs, cfg.warmup_epochs, cfg.batch_size, lr, cfg.min_lr, cfg.workers, Path(cfg.out),
                    cfg.resume, eval_batch_size=1),
-        ctx, reporter, {**asdict(cfg), "classes": data.classes},
-        evaluator=seg_evaluator(num_classes, cfg.ignore_index), headline="miou",
+        ctx, reporter, {**asdict(cfg), "ignore_index": ignore, "classes": data.classes},
+        evaluator=seg_evaluator(num_classes, ignore), headline="miou",
     )
     results = loop.run("segment")
     if ctx.is_main:
