@@ -30,15 +30,17 @@ class RichReporter(Reporter):
         self.progress.console.print(text, markup=False, highlight=False, soft_wrap=True)
 
     def start(self, total_steps: int, done_steps: int, description: str = "") -> None:
+        """A new bar; earlier bars of the same command (feature extraction, then training) stay on screen."""
         self.progress.start()
         self.task = self.progress.add_task(description, total=total_steps, completed=done_steps, stats="")
 
     def update(self, step: int, logs: dict[str, Any]) -> None:
         shown = {k: v for k, v in logs.items() if k in STATS and isinstance(v, (int, float))}
-        stats = " ".join(f"{k} {format(v, STATS[k])}" for k, v in shown.items())
-        self.progress.update(self.task, completed=step, stats=stats)
+        stats = {"stats": " ".join(f"{k} {format(v, STATS[k])}" for k, v in shown.items())} if shown else {}
+        self.progress.update(self.task, completed=step, **stats)  # keep the last numbers between log steps
 
     def stop(self) -> None:
         if self.task is not None:
-            self.progress.update(self.task, completed=self.progress.tasks[0].total)
+            total = next(t.total for t in self.progress.tasks if t.id == self.task)
+            self.progress.update(self.task, completed=total)
         self.progress.stop()

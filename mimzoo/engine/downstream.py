@@ -65,7 +65,7 @@ def run_knn(inp: DownstreamInput, cfg: KnnConfig, reporter: Reporter | None = No
 
         def features(split):
             loader = DataLoader(LabeledDataset(split, transform), cfg.batch_size, num_workers=cfg.workers)
-            return extract_features(backbone, loader, ctx.device, cfg.pool)
+            return extract_features(backbone, loader, ctx.device, cfg.pool, rep)
 
         bank, bank_labels = features(splits.train)
         queries, labels = features(splits.val)

@@ -9,6 +9,8 @@ from timm.data import resolve_data_config
 from timm.models.vision_transformer import VisionTransformer
 from torch.utils.data import DataLoader
 
+from mimzoo.engine.report import Reporter, SilentReporter
+
 POOLS = ("token", "avg")
 
 
@@ -31,14 +33,18 @@ def pool_tokens(backbone: VisionTransformer, tokens: torch.Tensor, pool: str) ->
 
 
 @torch.no_grad()
-def extract_features(backbone: VisionTransformer, loader: DataLoader, device: torch.device,
-                     pool: str = "token") -> tuple[torch.Tensor, torch.Tensor]:
-    """(features (N, D) float32, labels (N,)) on ``device``, in loader order."""
+def extract_features(backbone: VisionTransformer, loader: DataLoader, device: torch.device, pool: str = "token",
+                     reporter: Reporter | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(features (N, D) float32, labels (N,)) on ``device``, in loader order; progress per batch."""
+    reporter = reporter or SilentReporter()
     backbone.eval().to(device)
     features, labels = [], []
-    for images, targets in loader:
+    reporter.start(len(loader), 0, "features")
+    for i, (images, targets) in enumerate(loader):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             tokens = backbone.forward_features(images.to(device, non_blocking=True))
         features.append(pool_tokens(backbone, tokens, pool).float())
         labels.append(targets.to(device))
+        reporter.update(i + 1, {})
+    reporter.stop()
     return torch.cat(features), torch.cat(labels)

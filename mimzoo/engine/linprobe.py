@@ -116,7 +116,7 @@ def _cached_probe(backbone: VisionTransformer, head: ProbeHead, splits: LabeledS
                   record: dict[str, Any]) -> dict[str, Any]:
     def features(dataset: LabeledDataset) -> tuple[torch.Tensor, torch.Tensor]:
         loader = DataLoader(dataset, cfg.batch_size, num_workers=cfg.workers)
-        return extract_features(backbone, loader, ctx.device, cfg.pool)
+        return extract_features(backbone, loader, ctx.device, cfg.pool, reporter)
 
     train_x, train_y = features(LabeledDataset(splits.train, eval_set.transform))
     val_x, val_y = features(eval_set)
