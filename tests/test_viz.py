@@ -190,3 +190,14 @@ def test_cli_errors_are_one_line(cli, finished_run, tmp_path):
     assert "does not exist" in error_line(cli("visualize", run, "--images", tmp_path / "missing.jpg"))
     assert "image extension" in error_line(cli("visualize", run, "--out", tmp_path / "grid"))
     assert "no metrics.jsonl" in error_line(cli("plot", tmp_path))
+
+
+def test_a_pretrainer_file_that_does_not_fit_its_config_is_one_line(cli, finished_run, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    export = shutil.copytree(finished_run[0] / "export", tmp_path / "export")
+    weights = load_file(export / "pretrainer.safetensors")
+    weights.pop("decoder.mask_token")
+    save_file(weights, export / "pretrainer.safetensors")
+    line = error_line(cli("visualize", export))
+    assert "pretrainer.safetensors does not fit a mae vit_tiny_patch4_32 model" in line and "mask_token" in line

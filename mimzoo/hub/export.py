@@ -22,7 +22,7 @@ from mimzoo.data.loader import IMAGENET_MEAN, IMAGENET_STD
 from mimzoo.engine.checkpoint import CHECKPOINT, atomic_dir, load_checkpoint
 from mimzoo.engine.config import PretrainConfig
 from mimzoo.engine.metrics_log import read_metrics
-from mimzoo.errors import MimzooError
+from mimzoo.errors import MimzooError, one_line
 from mimzoo.hub.card import write_record
 from mimzoo.hub.layout import CONFIG, PRETRAINER, WEIGHTS, read_json, read_record
 from mimzoo.hub.resolve import check_fits
@@ -73,13 +73,8 @@ def export_run(run_dir: Path, out_dir: Path | None = None, dataset: str | None =
     license = license or DEFAULT_LICENSE
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "export"
-    if not (run_dir / CHECKPOINT).is_file():
-        raise MimzooError(f"{run_dir} is not a run folder: it has no {CHECKPOINT} (make one with mimzoo pretrain)")
-    state = load_checkpoint(run_dir / CHECKPOINT, torch.device("cpu"))
-    cfg = PretrainConfig.from_dict(state["config"])
+    model, cfg, state = load_run(run_dir)
     arch, spec = get_arch(cfg.arch), get_method(cfg.method)
-    model = spec.build(arch, cfg)
-    model.load_state_dict(state["model"], strict=True)
     run_config = run_dir / "config.json"  # the resolved config the run wrote, with its process count
     processes = read_json(run_config).get("world_size", 1) if run_config.is_file() else 1
     record = {
@@ -105,14 +100,33 @@ def export_run(run_dir: Path, out_dir: Path | None = None, dataset: str | None =
     return out_dir
 
 
+def load_run(run_dir: Path) -> tuple[Pretrainer, PretrainConfig, dict[str, Any]]:
+    """The pretraining model of a run's checkpoint (strictly loaded, on the CPU), its config and the whole state."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CHECKPOINT).is_file():
+        raise MimzooError(f"{run_dir} is not a run folder: it has no {CHECKPOINT} (make one with mimzoo pretrain)")
+    state = load_checkpoint(run_dir / CHECKPOINT, torch.device("cpu"))
+    cfg = PretrainConfig.from_dict(state["config"])
+    return _built(cfg, state["model"], run_dir / CHECKPOINT), cfg, state
+
+
 def load_pretrainer(export_dir: Path) -> Pretrainer:
     """The whole pretraining model of an export (for reconstructions or continued pretraining), strictly loaded."""
     export_dir = Path(export_dir)
     record = read_record(export_dir)
     if not (export_dir / PRETRAINER).is_file():
         raise MimzooError(f"{export_dir} has no {PRETRAINER}: only the encoder was published")
-    model = get_method(record["method"]).build(get_arch(record["arch"]), PretrainConfig.from_dict(record["config"]))
-    model.load_state_dict(load_file(export_dir / PRETRAINER), strict=True)
+    return _built(PretrainConfig.from_dict(record["config"]), load_file(export_dir / PRETRAINER),
+                  export_dir / PRETRAINER)
+
+
+def _built(cfg: PretrainConfig, weights: dict[str, torch.Tensor], source: Path) -> Pretrainer:
+    """``cfg``'s pretraining model holding ``weights``; weights that do not fit it are a one-line error."""
+    model = get_method(cfg.method).build(get_arch(cfg.arch), cfg)
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as exc:
+        raise MimzooError(f"{source} does not fit a {cfg.method} {cfg.arch} model: {one_line(exc)}") from None
     return model
 
 

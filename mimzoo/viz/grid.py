@@ -17,11 +17,11 @@ from mimzoo.archs import get_arch
 from mimzoo.data.loader import normalize
 from mimzoo.data.sources import IMAGE_EXTENSIONS
 from mimzoo.data.transforms import to_uint8_tensor
-from mimzoo.engine.checkpoint import CHECKPOINT, load_checkpoint
+from mimzoo.engine.checkpoint import CHECKPOINT
 from mimzoo.engine.config import PretrainConfig
 from mimzoo.errors import MimzooError, one_line
-from mimzoo.hub.export import load_pretrainer
-from mimzoo.hub.layout import PRETRAINER, read_json, read_record
+from mimzoo.hub.export import load_pretrainer, load_run
+from mimzoo.hub.layout import PRETRAINER, read_record
 from mimzoo.methods import Pretrainer, Reconstruction, get_method
 from mimzoo.viz.draw import INK, NOTE_INK, font, line_height, save, wrap
 
@@ -35,9 +35,7 @@ def load_method(folder: Path) -> tuple[Pretrainer, PretrainConfig]:
     the whole pretraining model (decoder included) on the CPU in eval mode, and its config."""
     folder = Path(folder)
     if (folder / CHECKPOINT).is_file():
-        cfg = PretrainConfig.from_dict(read_json(folder / "config.json"))
-        model = get_method(cfg.method).build(get_arch(cfg.arch), cfg)
-        model.load_state_dict(load_checkpoint(folder / CHECKPOINT, torch.device("cpu"))["model"])
+        model, cfg, _ = load_run(folder)
     elif (folder / PRETRAINER).is_file():
         cfg = PretrainConfig.from_dict(read_record(folder)["config"])
         model = load_pretrainer(folder)
