@@ -150,3 +150,10 @@ def test_corrupt_images_are_skipped_counted_and_named(cli, image_folder, tmp_pat
     assert "skipped 1 unreadable image(s)" in result.output and "99.jpg" in result.output
     last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["skipped_images"] == 1
+
+
+def test_version(cli):
+    from mimzoo import __version__
+
+    result = cli("--version")
+    assert result.exit_code == 0 and result.output.strip() == f"mimzoo {__version__}"

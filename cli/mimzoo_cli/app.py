@@ -19,8 +19,19 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from mimzoo import __version__
+
+        typer.echo(f"mimzoo {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def main() -> None:
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
     """mimzoo: MAE, PixMIM, MFF, LocalMIM and Beyond Masking pretraining for timm ViTs."""
 
 
