@@ -17,7 +17,6 @@ from typing import Any
 
 import torch
 from timm.optim import param_groups_weight_decay
-from timm.scheduler import CosineLRScheduler
 from torch.nn.parallel import DistributedDataParallel
 
 from mimzoo.archs import get_arch
@@ -30,6 +29,7 @@ from mimzoo.engine.config import PretrainConfig
 from mimzoo.engine.distributed import DistContext
 from mimzoo.engine.metrics_log import append_metrics, truncate_metrics
 from mimzoo.engine.report import Reporter, for_rank
+from mimzoo.engine.schedule import warmup_cosine
 from mimzoo.errors import MimzooError
 from mimzoo.hub.export import export_run
 from mimzoo.methods import Pretrainer, get_method, resolve_defaults
@@ -43,7 +43,6 @@ class Schedule:
 
     steps_per_epoch: int
     epochs: int
-    warmup_epochs: int
     effective_batch: int
     lr: float
 
@@ -60,7 +59,7 @@ def plan_schedule(cfg: PretrainConfig, dataset_size: int, world_size: int) -> Sc
             f"effective batch {effective} (--batch-size {cfg.batch_size} x --accum {cfg.accum} x {world_size} "
             f"processes) is larger than the dataset ({dataset_size} images); lower --batch-size or --accum"
         )
-    return Schedule(steps, cfg.epochs, cfg.warmup_epochs, effective, cfg.blr * effective / 256)
+    return Schedule(steps, cfg.epochs, effective, cfg.blr * effective / 256)
 
 
 # what the checkpoint's model and task are: a resume may extend or tune a run, not turn it into another one
@@ -118,15 +117,8 @@ class _Trainer:
         self.method: Pretrainer = spec.build(arch, cfg).to(ctx.device)
         groups = param_groups_weight_decay(self.method, cfg.weight_decay, no_weight_decay_list=NO_WEIGHT_DECAY)
         self.optimizer = torch.optim.AdamW(groups, lr=self.schedule.lr, betas=(0.9, 0.95))
-        self.scheduler = CosineLRScheduler(
-            self.optimizer,
-            t_initial=max(1, self.schedule.total_steps - self.schedule.warmup_epochs * self.schedule.steps_per_epoch),
-            lr_min=cfg.min_lr,
-            warmup_t=self.schedule.warmup_epochs * self.schedule.steps_per_epoch,
-            warmup_lr_init=0.0,
-            warmup_prefix=True,
-            t_in_epochs=False,
-        )
+        self.scheduler = warmup_cosine(self.optimizer, cfg.epochs, cfg.warmup_epochs,
+                                       self.schedule.steps_per_epoch, cfg.min_lr)
         self.step, self.skipped = 0, 0
         self.model: torch.nn.Module = self.method
         if ctx.enabled:

@@ -23,6 +23,7 @@ from mimzoo.engine import distributed as dist_utils
 from mimzoo.engine.checkpoint import CHECKPOINT, atomic_path, load_checkpoint, save_checkpoint
 from mimzoo.engine.distributed import DistContext
 from mimzoo.engine.report import Reporter
+from mimzoo.engine.schedule import warmup_cosine
 from mimzoo.errors import MimzooError
 
 
@@ -41,10 +42,7 @@ class LoopConfig:
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: LoopConfig, steps_per_epoch: int) -> CosineLRScheduler:
-    """Per-iteration linear warm-up from 0, then half-cosine to ``min_lr`` (MAE's schedule)."""
-    warmup = cfg.warmup_epochs * steps_per_epoch
-    return CosineLRScheduler(optimizer, t_initial=max(1, cfg.epochs * steps_per_epoch - warmup), lr_min=cfg.min_lr,
-                             warmup_t=warmup, warmup_lr_init=0.0, warmup_prefix=True, t_in_epochs=False)
+    return warmup_cosine(optimizer, cfg.epochs, cfg.warmup_epochs, steps_per_epoch, cfg.min_lr)
 
 
 Evaluator = Callable[[torch.nn.Module, DataLoader, DistContext], dict[str, Any]]

@@ -1,0 +1,15 @@
+"""MAE's learning-rate schedule, on timm's scheduler (which also applies layer-decay groups' ``lr_scale``)."""
+
+from __future__ import annotations
+
+import torch
+from timm.scheduler import CosineLRScheduler
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, epochs: int, warmup_epochs: int, steps_per_epoch: int,
+                  min_lr: float) -> CosineLRScheduler:
+    """Per-iteration linear warm-up from 0 over ``warmup_epochs``, then half-cosine to ``min_lr``; call
+    ``step_update(step)`` with the number of optimizer steps done."""
+    warmup = warmup_epochs * steps_per_epoch
+    return CosineLRScheduler(optimizer, t_initial=max(1, epochs * steps_per_epoch - warmup), lr_min=min_lr,
+                             warmup_t=warmup, warmup_lr_init=0.0, warmup_prefix=True, t_in_epochs=False)
