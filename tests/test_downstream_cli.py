@@ -66,3 +66,9 @@ def test_unlabelled_data_and_class_mismatch(cli, export, image_folder, tmp_path)
             shutil.copytree(folder, tmp_path / "mismatch" / split / folder.name)
     line = error_line(cli("linprobe", export, "--data", tmp_path / "mismatch"))
     assert "classes of the validation split" in line
+
+
+@pytest.mark.parametrize("command", ["knn", "linprobe"])
+def test_an_unknown_pool_is_one_line(cli, export, image_folder, command):
+    result = cli(command, export, "--data", image_folder, "--val-fraction", "0.25", "--pool", "max", "--workers", "0")
+    assert "unknown --pool 'max'" in error_line(result)

@@ -5,7 +5,6 @@ When the backbone is a local mimzoo export, the result is also added to its mode
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,15 +18,14 @@ from torch.utils.data import DataLoader
 from mimzoo.data.labeled import LabeledDataset, LabeledSplits, open_labeled
 from mimzoo.data.segmentation import open_segmentation
 from mimzoo.engine import distributed as dist_utils
-from mimzoo.engine.checkpoint import atomic_path
 from mimzoo.engine.distributed import DistContext
-from mimzoo.engine.features import POOLS, backbone_data_config, extract_features
+from mimzoo.engine.features import backbone_data_config, extract_features
 from mimzoo.engine.finetune import FinetuneConfig, finetune
 from mimzoo.engine.knn import knn_predict, top1
 from mimzoo.engine.linprobe import LinprobeConfig, linear_probe
 from mimzoo.engine.report import Reporter, for_rank
 from mimzoo.engine.segment import SegmentConfig, segment
-from mimzoo.errors import MimzooError
+from mimzoo.engine.supervised import save_results
 from mimzoo.hub.card import add_result
 from mimzoo.hub.export import dataset_name
 from mimzoo.hub.resolve import load_backbone
@@ -59,8 +57,6 @@ def run_knn(inp: DownstreamInput, cfg: KnnConfig, reporter: Reporter | None = No
     """Weighted kNN top-1 of frozen features: train split as the bank, validation split as queries."""
 
     def body(backbone: VisionTransformer, splits: LabeledSplits, ctx: DistContext, rep: Reporter) -> dict[str, Any]:
-        if cfg.pool not in POOLS:
-            raise MimzooError(f"unknown --pool {cfg.pool!r}; choose one of: {', '.join(POOLS)}")
         transform = create_transform(**backbone_data_config(backbone), is_training=False)
 
         def features(split):
@@ -72,11 +68,7 @@ def run_knn(inp: DownstreamInput, cfg: KnnConfig, reporter: Reporter | None = No
         accuracy = top1(knn_predict(bank, bank_labels, queries, len(splits.classes), cfg.k, cfg.temperature), labels)
         rep.message(f"kNN (k={cfg.k}, T={cfg.temperature}, {cfg.pool} pool): top-1 {accuracy:.2f}")
         results = {"top1": accuracy, "config": {**vars(cfg), "bank": len(splits.train), "queries": len(splits.val)}}
-        if ctx.is_main:
-            Path(cfg.out).mkdir(parents=True, exist_ok=True)
-            with atomic_path(Path(cfg.out) / "results.json") as tmp:
-                tmp.write_text(json.dumps(results, indent=2))
-        return results
+        return save_results(Path(cfg.out), results, ctx)
 
     return _run(inp, "knn", _classification_data(inp), body, ("accuracy", "top1"), reporter)
 

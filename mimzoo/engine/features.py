@@ -10,6 +10,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch.utils.data import DataLoader
 
 from mimzoo.engine.report import Reporter, SilentReporter
+from mimzoo.errors import MimzooError
 
 POOLS = ("token", "avg")
 
@@ -25,9 +26,11 @@ def backbone_data_config(backbone: VisionTransformer) -> dict[str, Any]:
 def pool_tokens(backbone: VisionTransformer, tokens: torch.Tensor, pool: str) -> torch.Tensor:
     """(B, P + N, D) tokens after the final norm -> (B, D): the cls token (MAE's linear-probe protocol) or
     the mean of the patch tokens."""
+    if pool not in POOLS:
+        raise MimzooError(f"unknown --pool {pool!r}; choose one of: {', '.join(POOLS)}")
     if pool == "token":
         if not backbone.num_prefix_tokens:
-            raise ValueError("--pool token needs a cls token; use --pool avg")
+            raise MimzooError("--pool token needs a cls token and this backbone has none; use --pool avg")
         return tokens[:, 0]
     return tokens[:, backbone.num_prefix_tokens :].mean(dim=1)
 

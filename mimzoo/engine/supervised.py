@@ -54,6 +54,11 @@ def write_results(out: Path, history: list[dict[str, Any]], record: dict[str, An
     written to OUT/results.json (rank 0)."""
     results = {f"best_{headline}": max(h[headline] for h in history), f"last_{headline}": history[-1][headline],
                "epochs": len(history), **(details or {}), "history": history, "config": record}
+    return save_results(out, results, ctx)
+
+
+def save_results(out: Path, results: dict[str, Any], ctx: DistContext) -> dict[str, Any]:
+    """Write ``results`` to OUT/results.json atomically (rank 0) and return them."""
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
         with atomic_path(out / "results.json") as tmp:
