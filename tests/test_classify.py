@@ -8,7 +8,7 @@ from mimzoo.data.labeled import open_labeled, stratified_split
 from mimzoo.engine.distributed import DistContext
 from mimzoo.engine.finetune import FinetuneConfig, build_classifier, finetune
 from mimzoo.engine.knn import knn_predict, top1
-from mimzoo.engine.linprobe import LinprobeConfig, linear_probe
+from mimzoo.engine.linprobe import LinprobeConfig, linear_probe, make_optimizer
 from mimzoo.engine.report import SilentReporter
 from mimzoo.engine.supervised import LoopConfig, make_scheduler
 from mimzoo.errors import MimzooError
@@ -54,6 +54,35 @@ def test_linear_probe_trains_only_the_head(splits, tmp_path, mode):
     assert all(torch.equal(before[k], v) for k, v in backbone.state_dict().items())
     assert len(results["history"]) == 2 and 0 <= results["best_top1"] <= 100
     assert (tmp_path / mode / "results.json").exists()
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.5])
+def test_lars_steps_are_maes(weight_decay):
+    # MAE's util/lars.py: for p.ndim > 1, d = g + wd w, d *= 0.001 ||w|| / ||d|| (1 if a norm is 0);
+    # 1-D parameters: d = g. Then mu = 0.9 mu + d (mu starts at 0) and w -= lr mu.
+    w = torch.nn.Parameter(torch.tensor([[3.0, 0.0], [0.0, 4.0]], dtype=torch.float64))
+    zero = torch.nn.Parameter(torch.zeros(2, 2, dtype=torch.float64))
+    b = torch.nn.Parameter(torch.tensor([1.0, -2.0], dtype=torch.float64))
+    lr = 2.0
+    optimizer = make_optimizer(LinprobeConfig(weight_decay=weight_decay), [w, zero, b], lr)
+    grads = [(torch.tensor([[0.0, 2.0], [0.0, 0.0]]), torch.ones(2, 2), torch.tensor([0.5, 0.25])),
+             (torch.tensor([[1.0, 1.0], [-1.0, 0.0]]), torch.ones(2, 2), torch.tensor([-1.0, 1.0]))]
+    expected = [t.detach().clone() for t in (w, zero, b)]
+    momenta = [torch.zeros_like(t) for t in expected]
+    for step_grads in grads:
+        for param, grad in zip((w, zero, b), step_grads):
+            param.grad = grad.to(torch.float64)
+        for i, grad in enumerate(step_grads):
+            d = grad.to(torch.float64)
+            if expected[i].ndim > 1:
+                d = d + weight_decay * expected[i]
+                w_norm, d_norm = expected[i].norm(), d.norm()
+                d = d * (0.001 * w_norm / d_norm if w_norm > 0 and d_norm > 0 else 1.0)
+            momenta[i] = 0.9 * momenta[i] + d
+            expected[i] = expected[i] - lr * momenta[i]
+        optimizer.step()
+        for param, want in zip((w, zero, b), expected):
+            torch.testing.assert_close(param.detach(), want, rtol=1e-12, atol=1e-15)
 
 
 def test_layer_decay_scales_follow_the_mae_formula():

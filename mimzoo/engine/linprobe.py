@@ -77,10 +77,31 @@ class FrozenProbe(nn.Module):
 
 def make_optimizer(cfg: LinprobeConfig, params, lr: float) -> torch.optim.Optimizer:
     if cfg.optimizer == "lars":
-        return Lars(params, lr=lr, momentum=0.9, weight_decay=cfg.weight_decay)
+        return mae_lars(params, lr, cfg.weight_decay)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=cfg.weight_decay)
     raise MimzooError(f"unknown optimizer {cfg.optimizer!r}; choose lars or sgd")
+
+
+def mae_lars(params, lr: float, weight_decay: float) -> Lars:
+    """MAE's LARS (util/lars.py) on timm's Lars. Every parameter with 2 or more dims steps along
+    d = grad + weight_decay x w scaled by 0.001 ||w|| / ||d|| (1 where a norm is 0), whatever the weight decay;
+    1-D parameters (biases, norms) take plain momentum steps without weight decay. Momentum 0.9, no dampening."""
+    params = list(params)
+    matrices, vectors = [p for p in params if p.ndim > 1], [p for p in params if p.ndim <= 1]
+    # timm adapts only with always_adapt (or a non-zero decay) and adds eps to the norm; MAE does neither
+    adapted = dict(params=matrices, always_adapt=True, eps=0.0)
+    optimizer = Lars([adapted, dict(params=vectors)], lr=lr, momentum=0.9, weight_decay=0.0)
+    if weight_decay:
+        # MAE adds the decay to the gradient before the trust ratio (ratio 0.001 ||w|| / ||g + wd w||); timm's
+        # decay would divide by ||g|| + wd ||w|| instead, so the decay is folded into the gradient here
+        def add_decay(*_) -> None:
+            for p in matrices:
+                if p.grad is not None:
+                    p.grad.add_(p, alpha=weight_decay)
+
+        optimizer.register_step_pre_hook(add_decay)
+    return optimizer
 
 
 def linear_probe(backbone: VisionTransformer, splits: LabeledSplits, cfg: LinprobeConfig, ctx: DistContext,
