@@ -72,3 +72,14 @@ def get_arch(name: str) -> Arch:
     if patch != default_patch:
         model_args["patch_size"] = patch
     return Arch(name, timm_name, img, patch, model_args, dec_dim, dec_depth, dec_heads)
+
+
+# timm's ViT widths: how foreign weights (an import, an --init-from file) are matched to an arch name
+_WIDTHS = {192: "tiny", 384: "small", 768: "base", 1024: "large", 1280: "huge"}
+
+
+def arch_for(width: int, patch_size: int, img_size: int) -> str | None:
+    """The arch name of a ViT with this embedding width, patch and image size, or None for a width timm's
+    tiny/small/base/large/huge ViTs do not have."""
+    size = _WIDTHS.get(width)
+    return f"vit_{size}_patch{patch_size}_{img_size}" if size else None

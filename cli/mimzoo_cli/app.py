@@ -67,6 +67,10 @@ def pretrain(
     clip_grad: Annotated[float | None, typer.Option(help="Clip the gradient norm to this value.")] = None,
     out: Annotated[Path | None, typer.Option(help="Run folder (config, metrics, checkpoint, export).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its checkpoint.")] = False,
+    init_from: Annotated[str | None, typer.Option(
+        help="Start from these weights (continued pretraining): hf-hub:ORG/NAME (local cache), an export folder or a "
+        ".safetensors file; the whole pretrainer when it is a mimzoo export of the same method and shapes, else the "
+        "encoder. Ignored by --resume.")] = None,
     compile: Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile the model.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,

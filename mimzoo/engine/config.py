@@ -34,6 +34,8 @@ class PretrainConfig:
     mff_layers: list[int] | None = None  # MFF's fused blocks (0-based); None = the arch's default, filled in
     degradation: str | None = None  # misalign: zoom-in | zoom-out | distort | blur | decolor; None = zoom-in
     norm_pix_loss: bool = True
+    init_from: str | None = None  # a backbone spec to start from (continued pretraining); a resume ignores it
+    init_weights: dict[str, str] | None = None  # filled in: what init_from loaded (file, sha256, part)
     seed: int = 0
     workers: int = field(default_factory=lambda: min(8, os.cpu_count() or 1))
     device: str = "auto"

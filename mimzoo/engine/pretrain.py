@@ -27,6 +27,7 @@ from mimzoo.engine import distributed as dist_utils
 from mimzoo.engine.checkpoint import CHECKPOINT, atomic_path, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from mimzoo.engine.config import PretrainConfig
 from mimzoo.engine.distributed import DistContext
+from mimzoo.engine.init_from import init_from
 from mimzoo.engine.metrics_log import append_metrics, truncate_metrics
 from mimzoo.engine.report import Reporter, for_rank
 from mimzoo.engine.schedule import warmup_cosine
@@ -82,7 +83,7 @@ def resolve_run_config(cfg: PretrainConfig, resume: bool, explicit: set[str]) ->
                 f"{cfg.out} was pretrained with {key} {getattr(saved, key)!r}, not {getattr(cfg, key)!r}; "
                 f"drop --{key.replace('_', '-')} to resume it or choose a new --out"
             )
-    for key in explicit - {"arch", "method", "out"}:
+    for key in explicit - {"arch", "method", "out", "init_from"}:  # the checkpoint holds the weights: resume wins
         setattr(saved, key, getattr(cfg, key))
     saved.out = cfg.out
     return saved
@@ -95,8 +96,11 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, explicit: set[str] | Non
     cfg.validate()
     arch = get_arch(cfg.arch)
     ctx = dist_utils.init_distributed(cfg.device)
+    reporter = for_rank(reporter, ctx.is_main)
+    if resume and "init_from" in (explicit or set()):
+        reporter.message(f"--init-from ignored: {cfg.out} resumes from its checkpoint, which holds the weights")
     try:
-        return _Trainer(cfg, arch, ctx, for_rank(reporter, ctx.is_main)).run()
+        return _Trainer(cfg, arch, ctx, reporter).run()
     finally:
         dist_utils.shutdown_distributed()
 
@@ -115,6 +119,8 @@ class _Trainer:
 
         torch.manual_seed(cfg.seed)
         self.method: Pretrainer = spec.build(arch, cfg).to(ctx.device)
+        if cfg.init_from and not (self.run_dir / CHECKPOINT).exists():
+            reporter.message(init_from(ctx, self.method, cfg))
         groups = param_groups_weight_decay(self.method, cfg.weight_decay, no_weight_decay_list=NO_WEIGHT_DECAY)
         self.optimizer = torch.optim.AdamW(groups, lr=self.schedule.lr, betas=(0.9, 0.95))
         self.scheduler = warmup_cosine(self.optimizer, cfg.epochs, cfg.warmup_epochs,

@@ -73,7 +73,15 @@ def render_card(config: dict[str, Any], record: dict[str, Any], weights: Path) -
         repo=repo_id or "ORG/NAME",
         pushed=repo_id is not None,
         citation=citation(paper) if paper else "",
+        init_from=_init_from(record["config"]),
     )
+
+
+def _init_from(config: dict[str, Any]) -> dict[str, str] | None:
+    """Where a continued pretraining run started (``--init-from``): spec, file, sha256 and part, or None."""
+    if not config.get("init_weights"):
+        return None
+    return {"spec": config["init_from"], **config["init_weights"]}
 
 
 def recipe_rows(record: dict[str, Any]) -> list[tuple[str, str]]:

@@ -133,19 +133,32 @@ def check_fits(config: dict[str, Any], weights: Path) -> None:
     model has. Reads only the safetensors header and builds the model on the meta device, so it is cheap."""
     with torch.device("meta"):
         expected = {k: tuple(v.shape) for k, v in create_vit(config).state_dict().items()}
+    mismatch = shape_mismatch(expected, safetensors_shapes(weights), "the config needs")
+    if mismatch:
+        model = f"{config['architecture']} with {config.get('model_args', {})}"
+        raise MimzooError(f"{weights} does not fit its config ({model}): {mismatch}")
+
+
+def safetensors_shapes(weights: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape, read from a safetensors header only; a one-line error for an unreadable file."""
     try:
         with safe_open(weights, "pt") as f:
-            found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     except (OSError, SafetensorError) as exc:
         raise MimzooError(f"cannot read {weights}: {one_line(exc)}") from None
-    problems = [f"{k} is {list(found[k])}, the config needs {list(expected[k])}"
-                for k in sorted(expected.keys() & found.keys()) if found[k] != expected[k]]
+
+
+def shape_mismatch(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]],
+                   needs: str = "the model needs") -> str | None:
+    """How ``found`` tensor shapes differ from ``expected`` (wrong shapes, missing, extra; the first three, then a
+    count), or None when they match exactly."""
+    problems = [f"{k} is {list(found[k])}, {needs} {list(expected[k])}"
+                for k in sorted(expected.keys() & found.keys()) if tuple(found[k]) != tuple(expected[k])]
     problems += [f"{k} is missing" for k in sorted(expected.keys() - found.keys())]
     problems += [f"{k} is not part of the model" for k in sorted(found.keys() - expected.keys())]
-    if problems:
-        shown = "; ".join(problems[:3]) + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
-        model = f"{config['architecture']} with {config.get('model_args', {})}"
-        raise MimzooError(f"{weights} does not fit its config ({model}): {shown}")
+    if not problems:
+        return None
+    return "; ".join(problems[:3]) + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
 
 
 def _from_cache(spec: str, repo_id: str, revision: str | None) -> BackboneInfo:
