@@ -126,38 +126,53 @@ def image_filter(target: str, img_size: int, radius: float | None = None) -> Ima
     raise MimzooError(f"unknown target {target!r}; choose one of: {', '.join(IMAGE_TARGETS)}")
 
 
-HOG_BINS = 9
+HOG_BINS = 9  # the paper's; its ViT-L recipe uses 18
+HOG_BIAS_BOUND = 1 / 3  # the reference's --hog_bias: nn.Conv2d(1, 2, 3)'s default bias init, U(-1/sqrt(9), 1/sqrt(9))
 
 
-def hog_features(images: torch.Tensor, cells: Sequence[int], nbins: int = HOG_BINS) -> list[torch.Tensor]:
+def hog_features(images: torch.Tensor, cells: Sequence[int], nbins: int = HOG_BINS,
+                 bias: torch.Tensor | None = None) -> list[torch.Tensor]:
     """LocalMIM's HOG targets: (B, C, H, W) -> for each cell size c, (B, (H/c) * (W/c), C * nbins), cells row-major,
     features ordered (channel, bin).
 
-    Per channel: Sobel gradients (reflect padding); the unsigned orientation atan2(gy, gx) mod pi is hard-binned
-    into ``nbins`` (bin 0 = horizontal gradients, i.e. vertical edges), each pixel voting with its magnitude; the
-    votes are averaged over each c x c cell and every cell's histogram is L2-normalised per channel (a flat cell
-    stays 0). Cell sizes must be multiples of the smallest and divide H and W. Runs in fp32 on the images' device.
+    Per channel, as the reference's frozen conv: two Sobel responses (reflect padding), left minus right and top
+    minus bottom, plus ``bias`` ((len(cells), 2): the reference's ``--hog_bias``, one frozen random pair per cell
+    size, or None). The orientation atan2(first, second) is measured from the y axis, so a vertical edge votes in
+    bin nbins // 2 and a horizontal one in bin 0; it is hard-binned (floor(angle / pi * nbins) mod nbins, one bin
+    for angle and angle + pi), each pixel voting with its gradient magnitude. The votes are averaged over each
+    c x c cell and every cell's histogram is L2-normalised per channel (a flat cell stays 0 without a bias).
+    Cell sizes must be multiples of the smallest and divide H and W. Runs in fp32 on the images' device.
     """
     channels, finest = images.shape[1], min(cells)
     with torch.autocast(images.device.type, enabled=False):
         x = F.pad(images.float(), (1, 1, 1, 1), mode="reflect")
         # Sobel as a central difference, then [1, 2, 1] smoothing across it: differencing first keeps flat regions
-        # exactly 0, where a 3x3 conv leaves ~1e-8 rounding that the L2 normalisation would blow up to unit norm
-        dx, dy = x[..., 2:] - x[..., :-2], x[..., 2:, :] - x[..., :-2, :]
-        gx = dx[..., :-2, :] + 2 * dx[..., 1:-1, :] + dx[..., 2:, :]  # (B, C, H, W)
-        gy = dy[..., :-2] + 2 * dy[..., 1:-1] + dy[..., 2:]
-        magnitude = torch.hypot(gx, gy)
-        # theta / pi * nbins lies in (-nbins, nbins]; the modulo folds theta and theta + pi into one bin
-        bins = torch.floor(torch.atan2(gy, gx) / math.pi * nbins).long() % nbins
-        # one pooled map per bin keeps memory at a few image-sized tensors, not nbins of them
-        hist = torch.stack([F.avg_pool2d(magnitude * (bins == k), finest) for k in range(nbins)], dim=2)
-        hist = hist.flatten(1, 2)  # (B, C * nbins, H / finest, W / finest)
-        features = []
-        for cell in cells:
-            pooled = F.avg_pool2d(hist, cell // finest)  # an average of averages over equal sub-cells
-            pooled = F.normalize(pooled.unflatten(1, (channels, nbins)), dim=2).flatten(1, 2)
-            features.append(pooled.flatten(2).transpose(1, 2))
-        return features
+        # exactly 0, where a 3x3 conv leaves ~1e-7 rounding that the L2 normalisation would blow up to unit norm
+        dx, dy = x[..., :-2] - x[..., 2:], x[..., :-2, :] - x[..., 2:, :]  # left - right, top - bottom
+        across = dx[..., :-2, :] + 2 * dx[..., 1:-1, :] + dx[..., 2:, :]  # (B, C, H, W)
+        down = dy[..., :-2] + 2 * dy[..., 1:-1] + dy[..., 2:]
+        if bias is None:
+            hist = _orientation_histograms(across, down, nbins, finest)
+            # coarser cells average the finest cells' averages: one binning serves every scale
+            return [_cell_features(F.avg_pool2d(hist, cell // finest), channels, nbins) for cell in cells]
+        # a bias shifts the gradients differently per scale: each scale bins its own
+        return [_cell_features(_orientation_histograms(across + b[0], down + b[1], nbins, cell), channels, nbins)
+                for cell, b in zip(cells, bias.float(), strict=True)]
+
+
+def _orientation_histograms(across: torch.Tensor, down: torch.Tensor, nbins: int, cell: int) -> torch.Tensor:
+    """Sobel responses (B, C, H, W) -> (B, C * nbins, H / cell, W / cell): magnitude votes per orientation bin,
+    averaged over each cell."""
+    magnitude = torch.hypot(across, down)
+    # angle / pi * nbins lies in [-nbins, nbins]; the modulo folds angle and angle + pi into one bin
+    bins = torch.floor(torch.atan2(across, down) / math.pi * nbins).long() % nbins
+    # one pooled map per bin keeps memory at a few image-sized tensors, not nbins of them
+    return torch.stack([F.avg_pool2d(magnitude * (bins == k), cell) for k in range(nbins)], dim=2).flatten(1, 2)
+
+
+def _cell_features(hist: torch.Tensor, channels: int, nbins: int) -> torch.Tensor:
+    """(B, C * nbins, h, w) cell histograms -> (B, h * w, C * nbins), each channel's histogram L2-normalised."""
+    return F.normalize(hist.unflatten(1, (channels, nbins)), dim=2).flatten(1, 2).flatten(2).transpose(1, 2)
 
 
 def hog_picture(features: torch.Tensor, nbins: int = HOG_BINS) -> torch.Tensor:

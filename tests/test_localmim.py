@@ -7,6 +7,7 @@ from test_pretrain_cli import PLAIN_TIMM_CHECK, error_line
 from conftest import TINY_ARCH, run_python, tiny_pretrain_args
 from mimzoo.archs import get_arch
 from mimzoo.errors import MimzooError
+from mimzoo.hub.export import load_run
 from mimzoo.masking import random_token_mask
 from mimzoo.methods.localmim import LocalMIM, parse_scales, resolve_scales, scale_mask
 from mimzoo.targets import hog_features
@@ -31,15 +32,56 @@ def test_prediction_and_target_shapes_per_scale(arch, target, scales, taps, grid
     assert torch.isclose(out.loss, out.logs["scale_losses"].sum()) and out.pred.shape == preds[scales.index(1)].shape
 
 
-def test_hog_of_a_flat_image_is_zero_and_of_a_vertical_edge_peaks_in_the_horizontal_gradient_bin():
-    flat = hog_features(torch.full((1, 3, 16, 16), 0.7), [2, 4])
-    assert all(torch.equal(f, torch.zeros_like(f)) for f in flat)
-    edge = torch.zeros(1, 3, 16, 16)
-    edge[..., 8:] = 1.0  # dark left half, bright right half: the gradient points along x
-    cells = hog_features(edge, [4])[0].view(4, 4, 3, 9)  # (cell row, cell col, channel, bin)
-    on_edge = cells[:, 1:3]  # the cell columns touching x = 7..8
-    assert torch.allclose(on_edge[..., 0], torch.ones(4, 2, 3)) and on_edge[..., 1:].abs().max() == 0
-    assert cells[:, [0, 3]].abs().max() == 0  # flat away from the edge
+# The reference's HOG (Haoqing-Wang/LocalMIM 314a6e5, ViT/models_mim.py, HOGLayer) filters each channel with the
+# kernel [[1, 0, -1], [2, 0, -2], [1, 0, -1]] (left minus right) and its transpose (top minus bottom), takes
+# phase = atan2(first, second) and votes in bin floor(phase / pi * nbins) mod nbins. Worked by hand on 0/1 edges:
+#   vertical edge, dark | bright:      first -4, second 0  -> -pi/2 -> floor(-4.5) mod 9 = 4, floor(-9) mod 18 = 9
+#   vertical edge, bright | dark:      first +4, second 0  -> +pi/2 -> 4 of 9, 9 of 18
+#   horizontal edge, dark over bright: first 0, second -4  -> pi    -> 9 mod 9 = 0, 18 mod 18 = 0
+#   diagonal edge, bright where x > y: first -3, second +3 -> -pi/4 -> floor(-2.25) mod 9 = 6, floor(-4.5) mod 18 = 13
+EDGES = {
+    "vertical": lambda y, x: x >= 8,
+    "vertical, bright left": lambda y, x: x < 8,
+    "horizontal": lambda y, x: y >= 8,
+    "diagonal": lambda y, x: x > y,
+}
+REFERENCE_BINS = {  # edge -> {nbins: the bin the reference's code puts it in}
+    "vertical": {9: 4, 18: 9},
+    "vertical, bright left": {9: 4, 18: 9},
+    "horizontal": {9: 0, 18: 0},
+    "diagonal": {9: 6, 18: 13},
+}
+
+
+@pytest.mark.parametrize("nbins", [9, 18])
+@pytest.mark.parametrize("edge", list(EDGES))
+def test_edges_vote_in_the_reference_bins(edge, nbins):
+    y, x = torch.meshgrid(torch.arange(16), torch.arange(16), indexing="ij")
+    image = EDGES[edge](y, x).float().expand(1, 3, 16, 16)
+    cells = hog_features(image, [4], nbins)[0].view(4, 4, 3, nbins)  # (cell row, cell col, channel, bin)
+    on_edge = cells.abs().sum(-1) > 0  # cells the edge crosses; the others are flat
+    assert on_edge.any() and not on_edge.all()
+    assert (cells[on_edge].argmax(-1) == REFERENCE_BINS[edge][nbins]).all()
+
+
+def test_hog_of_a_flat_image_is_zero_and_a_bias_votes_in_its_own_bin_per_scale():
+    flat = torch.full((1, 3, 16, 16), 0.7)
+    assert all(torch.equal(f, torch.zeros_like(f)) for f in hog_features(flat, [2, 4]))
+    # the reference adds its conv's bias to both responses: a flat image votes at atan2(bias) in every pixel,
+    # (1, 0) -> pi/2 -> bin 4 of 9 and (0, 1) -> 0 -> bin 0, so every cell is that one bin, L2-normalised
+    biased = hog_features(flat, [2, 4], bias=torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    for features, hot in zip(biased, [4, 0], strict=True):
+        assert torch.allclose(features.view(-1, 3, 9), torch.nn.functional.one_hot(torch.tensor(hot), 9).float())
+
+
+def test_hog_bins_and_bias_options_shape_the_model():
+    arch = get_arch(TINY_ARCH)
+    model = LocalMIM(arch, hog_bins=18, hog_bias=True)
+    bias = model.state_dict()["hog_bias"]  # saved with checkpoints and exports
+    assert bias.shape == (3, 2) and bias.abs().max() < 1 / 3 and len(bias.unique()) == 6
+    assert [t.shape[-1] for t in model.targets(torch.zeros(1, 3, 32, 32))] == [54] * 3
+    assert all(t.abs().sum() > 0 for t in model.targets(torch.zeros(1, 3, 32, 32)))  # the bias votes on flat images
+    assert "hog_bias" not in LocalMIM(arch).state_dict()
 
 
 def test_fine_scales_repeat_the_patch_bit_and_the_coarse_scale_weighs_by_the_masked_fraction():
@@ -81,6 +123,9 @@ def test_default_scales_adapt_to_the_arch():
     (["--method", "mae", "--target", "hog"], "--method mae does not take --target hog; choose one of: pixel, lowpass"),
     (["--method", "localmim", "--localmim-scales", "4,2"], "use --localmim-scales 2,1,0.5"),
     (["--localmim-scales", "2"], "--localmim-scales applies to --method localmim only"),
+    (["--method", "localmim", "--hog-bins", "1"], "--hog-bins must be 2 or more (the paper's: 9, or 18 for ViT-L)"),
+    (["--hog-bias"], "--hog-bins and --hog-bias apply to --method localmim with --target hog only"),
+    (["--method", "localmim", "--target", "pixel", "--hog-bins", "18"], "apply to --method localmim with --target hog"),
 ])
 def test_bad_localmim_options_one_clear_line(cli, npz_pack, tmp_path, extra, message):
     assert message in error_line(cli(*tiny_pretrain_args(npz_pack, tmp_path / "r", *extra)))
@@ -108,3 +153,16 @@ def test_resume_with_another_target_is_refused(cli, npz_pack, tmp_path):
                                    "--batch-size", "20")).exit_code == 0
     line = error_line(cli("pretrain", "--resume", "--out", out, "--target", "lowpass", "--epochs", "2"))
     assert "was pretrained with target 'pixel', not 'lowpass'" in line
+
+
+def test_hog_options_are_recorded_and_travel_with_the_checkpoint(cli, npz_pack, tmp_path):
+    out = tmp_path / "run"
+    result = cli(*tiny_pretrain_args(npz_pack, out, "--method", "localmim", "--hog-bins", "18", "--hog-bias",
+                                     "--batch-size", "20"))
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    assert (config["hog_bins"], config["hog_bias"]) == (18, True)
+    model, _, state = load_run(out)
+    assert torch.equal(model.hog_bias, state["model"]["hog_bias"]) and model.heads[0][-1].out_channels == 54
+    line = error_line(cli("pretrain", "--resume", "--out", out, "--hog-bins", "9", "--epochs", "2"))
+    assert "was pretrained with hog_bins 18, not 9" in line

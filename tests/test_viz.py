@@ -134,7 +134,7 @@ def test_norm_pix_inverses_recover_the_patches():
 
 def test_hog_picture_colours_an_edge_by_its_orientation_and_leaves_flat_cells_black():
     image = torch.zeros(1, 3, 16, 16)
-    image[..., 8:] = 1.0  # a vertical edge: horizontal gradients (bin 0) in the cells that hold it
+    image[..., 8:] = 1.0  # a vertical edge: one orientation bin in the cells that hold it
     picture = hog_picture(hog_features(image, [4])[0])  # (1, 3, 4, 4)
     flat, edge = picture[0, :, :, 0], picture[0, :, :, 1]
     assert flat.abs().max() == 0

@@ -59,6 +59,11 @@ def pretrain(
     localmim_scales: Annotated[str | None, typer.Option(
         help="localmim: output scales, e.g. 4,2,1,0.5 (default: those that fit the arch and target); n scales, "
         "fine to coarse, read the last n of blocks 1, 3, depth-3, depth-1.")] = None,
+    hog_bins: Annotated[int | None, typer.Option(
+        help="localmim --target hog: orientation bins (default 9; the paper's ViT-L recipe: 18).")] = None,
+    hog_bias: Annotated[bool | None, typer.Option(
+        "--hog-bias", help="localmim --target hog: a frozen random bias on the Sobel filters, as the reference's "
+        "--hog_bias (its ViT-L recipe).")] = None,
     mff_layers: Annotated[str | None, typer.Option(
         help="MFF: 0-based blocks to fuse, ending with the last; default 0,2,4,6,8,11 for 12 blocks.")] = None,
     degradation: Annotated[str | None, typer.Option(

@@ -31,6 +31,8 @@ class PretrainConfig:
     target: str | None = None  # reconstruction target: pixel | lowpass | hog (localmim); None = the method's default
     lowpass_radius: float | None = None  # None = 40 px at 224, scaled with the image size
     localmim_scales: list[float] | None = None  # fine to coarse; None = those of 4,2,1,0.5 that fit arch/target
+    hog_bins: int | None = None  # localmim --target hog: orientation bins; None = 9 (the paper's; ViT-L: 18)
+    hog_bias: bool = False  # localmim --target hog: the reference's --hog_bias (a frozen random Sobel bias)
     mff_layers: list[int] | None = None  # MFF's fused blocks (0-based); None = the arch's default, filled in
     degradation: str | None = None  # misalign: zoom-in | zoom-out | distort | blur | decolor; None = zoom-in
     norm_pix_loss: bool = True
@@ -63,6 +65,10 @@ class PretrainConfig:
             (self.localmim_scales is None or self.method == "localmim",
              "--localmim-scales applies to --method localmim only"),
             (self.degradation is None or self.method == "misalign", "--degradation applies to --method misalign only"),
+            ((self.hog_bins is None and not self.hog_bias) or (self.method, self.target) == ("localmim", "hog"),
+             "--hog-bins and --hog-bias apply to --method localmim with --target hog only"),
+            (self.hog_bins is None or self.hog_bins >= 2,
+             "--hog-bins must be 2 or more (the paper's: 9, or 18 for ViT-L)"),
             (self.blr > 0, "--blr must be positive"),
             (self.workers >= 0, "--workers must be 0 or more"),
             (self.log_every >= 1 and self.ckpt_every >= 1, "--log-every and --ckpt-every must be at least 1"),

@@ -64,7 +64,7 @@ def plan_schedule(cfg: PretrainConfig, dataset_size: int, world_size: int) -> Sc
 
 
 # what the checkpoint's model and task are: a resume may extend or tune a run, not turn it into another one
-RUN_IDENTITY = ("arch", "method", "target", "degradation", "mff_layers", "localmim_scales")
+RUN_IDENTITY = ("arch", "method", "target", "degradation", "mff_layers", "localmim_scales", "hog_bins", "hog_bias")
 
 
 def resolve_run_config(cfg: PretrainConfig, resume: bool, explicit: set[str]) -> PretrainConfig:

@@ -15,7 +15,7 @@ from mimzoo.methods.localmim import LocalMIM, resolve_scales
 from mimzoo.methods.mae import MAE
 from mimzoo.methods.mff import MFF, encoder_depth, resolve_layers
 from mimzoo.methods.misalign import Misalign
-from mimzoo.targets import IMAGE_TARGETS, image_filter
+from mimzoo.targets import HOG_BINS, IMAGE_TARGETS, image_filter
 
 if TYPE_CHECKING:
     from mimzoo.engine.config import PretrainConfig
@@ -68,11 +68,14 @@ def _misalign(arch: Arch, cfg: PretrainConfig) -> Misalign:
 
 def _localmim(arch: Arch, cfg: PretrainConfig) -> LocalMIM:
     return LocalMIM(arch, cfg.localmim_scales, cfg.target, mask_ratio=cfg.mask_ratio,
-                    norm_pix_loss=cfg.norm_pix_loss, lowpass_radius=cfg.lowpass_radius)
+                    norm_pix_loss=cfg.norm_pix_loss, lowpass_radius=cfg.lowpass_radius,
+                    hog_bins=HOG_BINS if cfg.hog_bins is None else cfg.hog_bins, hog_bias=cfg.hog_bias)
 
 
-def _localmim_scales(cfg: PretrainConfig) -> None:
+def _localmim_options(cfg: PretrainConfig) -> None:
     cfg.localmim_scales = resolve_scales(get_arch(cfg.arch), cfg.target, cfg.localmim_scales)
+    if cfg.target == "hog" and cfg.hog_bins is None:
+        cfg.hog_bins = HOG_BINS
 
 
 METHODS: dict[str, MethodSpec] = {
@@ -86,7 +89,7 @@ METHODS: dict[str, MethodSpec] = {
                            view_size=lambda arch, cfg: view_size_for(cfg.degradation, arch.img_size)),
     # LocalMIM = MAE's masking, with 4 encoder taps each decoded at its own scale (HOG or norm-pix regions)
     "localmim": MethodSpec(_localmim, crop="rrc", paper="arXiv:2303.05251", target="hog",
-                           targets=LOCALMIM_TARGETS, resolve=_localmim_scales),
+                           targets=LOCALMIM_TARGETS, resolve=_localmim_options),
 }
 
 

@@ -35,6 +35,7 @@ from mimzoo.methods.base import (
 from mimzoo.models.decoder import MaskedDecoder
 from mimzoo.models.encoder import create_encoder, encode_visible
 from mimzoo.targets import (
+    HOG_BIAS_BOUND,
     HOG_BINS,
     IMAGE_TARGETS,
     denorm_pix,
@@ -123,9 +124,10 @@ def scale_mask(mask: torch.Tensor, grid: int, scale: float) -> torch.Tensor:
 
 class LocalMIM(Pretrainer):
     def __init__(self, arch: Arch, scales: Sequence[float] | None = None, target: str = "hog",
-                 mask_ratio: float = 0.75, norm_pix_loss: bool = True, lowpass_radius: float | None = None) -> None:
+                 mask_ratio: float = 0.75, norm_pix_loss: bool = True, lowpass_radius: float | None = None,
+                 hog_bins: int = HOG_BINS, hog_bias: bool = False) -> None:
         super().__init__()
-        self.arch, self.mask_ratio, self.norm_pix_loss = arch, mask_ratio, norm_pix_loss
+        self.arch, self.mask_ratio, self.norm_pix_loss, self.hog_bins = arch, mask_ratio, norm_pix_loss, hog_bins
         self.hog = target == "hog"
         self.image_filter = None if self.hog else image_filter(target, arch.img_size, lowpass_radius)
         self.scales = resolve_scales(arch, target, scales)
@@ -140,15 +142,19 @@ class LocalMIM(Pretrainer):
                           num_prefix_tokens=prefix)
             for _ in self.scales
         )
-        out_dims = [3 * HOG_BINS if self.hog else r * r * 3 for r in self.regions]
+        out_dims = [3 * hog_bins if self.hog else r * r * 3 for r in self.regions]
         self.heads = nn.ModuleList(scale_head(s, DECODER_DIM, d) for s, d in zip(self.scales, out_dims, strict=True))
+        # the reference's --hog_bias: each scale's frozen Sobel conv keeps its random default bias (a buffer here,
+        # so checkpoints and exports carry it)
+        bias = torch.empty(len(self.scales), 2).uniform_(-HOG_BIAS_BOUND, HOG_BIAS_BOUND) if hog_bias else None
+        self.register_buffer("hog_bias", bias)  # (scales, 2), or None: not in the state dict
 
     @torch.no_grad()
     def targets(self, images: torch.Tensor) -> list[torch.Tensor]:
         """(B, 3, H, W) -> per scale (B, (g*s)^2, K_s): HOG of each cell, or each (filtered) region's pixels,
         per-region normalised when norm_pix_loss."""
         if self.hog:
-            return hog_features(images, self.regions)
+            return hog_features(images, self.regions, self.hog_bins, self.hog_bias)
         if self.image_filter is not None:
             images = self.image_filter(images)
         regions = [patchify(images, r) for r in self.regions]
@@ -189,7 +195,8 @@ class LocalMIM(Pretrainer):
         if self.hog:
             panels = {}
             for name, pred, target in zip(names, preds, self.targets(images), strict=True):
-                panels |= {f"{name} HOG predicted": hog_picture(pred), f"{name} HOG target": hog_picture(target)}
+                panels |= {f"{name} HOG predicted": hog_picture(pred, self.hog_bins),
+                           f"{name} HOG target": hog_picture(target, self.hog_bins)}
             return Reconstruction(to_rgb(images), hide_masked(images, mask.mask, p), None, None, panels, [HOG_NOTE])
         target_image, panels = pixel_target(images, self.image_filter)
         denormalise = denorm_pix if self.norm_pix_loss else None
