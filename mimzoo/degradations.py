@@ -3,6 +3,11 @@
 Each maps a batch of clean, ImageNet-normalised views to the encoder's input (B, 3, S, S); the clean view stays
 the reconstruction target. Randomness (offsets, fisheye centres) comes from torch's global RNG on the batch's
 device, per sample, so a resumed run continues exactly and nothing loops over images in Python.
+
+The reference (sunsmarterjie/beyond_masking) has one folder per degradation, and their masking differs: zoomed-in
+and zoomed-out mask 75% of the tokens (their code fails unmasked), while distorted, blurred and decolorized encode
+every token and take the loss on all of them (decolorized defaults to --mask_ratio 0.0; the other two default to
+0.75 but never mask). ``MASK_RATIOS`` holds those defaults.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from mimzoo.archs import Arch
 from mimzoo.data.loader import IMAGENET_MEAN, IMAGENET_STD
 from mimzoo.errors import MimzooError
 
-ZOOM_IN = "zoom-in"
+ZOOM_IN, ZOOM_OUT = "zoom-in", "zoom-out"
 ZOOM_OUT_SCALE = 160 / 224
 FISHEYE_STRENGTH = (0.15, 0.25)
 SATURATION_FACTOR = 0.3
@@ -36,14 +41,23 @@ def zoom_in_ring(size: int) -> int:
     return ring
 
 
+def zoom_out_size(size: int) -> int:
+    """Side (px) of the image zoom-out shrinks onto an S x S canvas: round(S x 160 / 224), 160 at S = 224."""
+    return round(ZOOM_OUT_SCALE * size)
+
+
 def view_size_for(degradation: str, size: int) -> int:
-    """The clean view a degradation takes for an S-px encoder input: S + 2 x ring for zoom-in, else S."""
-    return size + 2 * zoom_in_ring(size) if degradation == ZOOM_IN else size
+    """The clean view a degradation takes for an S-px encoder input: S + 2 x ring for zoom-in, the shrunk size for
+    zoom-out (the reference crops its views at 160 px and upsamples the target), else S."""
+    if degradation == ZOOM_IN:
+        return size + 2 * zoom_in_ring(size)
+    return zoom_out_size(size) if degradation == ZOOM_OUT else size
 
 
 def resize(images: torch.Tensor, size: int) -> torch.Tensor:
-    """(B, C, H, W) -> (B, C, size, size), bilinear, antialiased when shrinking (identity at the same size)."""
-    return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    """(B, C, H, W) -> (B, C, size, size) with ``area`` interpolation, as every resize of the reference's losses
+    (adaptive average pooling: bin i averages input pixels floor(i H / size) to ceil((i + 1) H / size) - 1)."""
+    return F.interpolate(images, size=(size, size), mode="area")
 
 
 def centre_crop(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -53,19 +67,23 @@ def centre_crop(images: torch.Tensor, size: int) -> torch.Tensor:
     return images[..., top : top + size, left : left + size]
 
 
-def zoom_out(images: torch.Tensor, scale: float = ZOOM_OUT_SCALE) -> torch.Tensor:
-    """(B, C, S, S) -> the image shrunk to round(scale x S) at a random per-sample offset in [0, S - m) on an
-    S x S canvas whose surround and corners mirror the image's own borders."""
-    b, _, s, _ = images.shape
-    small = resize(images, round(scale * s))
-    m = small.shape[-1]
-    offsets = torch.randint(0, s - m, (b, 2, 1), device=images.device)  # (left, top) per sample
-    # Canvas pixel i samples small pixel i - offset; grid_sample's reflection padding (about the image border)
+def canvas_offsets(batch_size: int, small: int, size: int, device: torch.device) -> torch.Tensor:
+    """Random per-sample (left, top) offsets (B, 2, 1) in [0, size - small) of a small image on a size x size canvas."""
+    return torch.randint(0, size - small, (batch_size, 2, 1), device=device)
+
+
+def zoom_out(images: torch.Tensor, size: int, offsets: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, C, m, m) -> the images on a (B, C, size, size) canvas at ``offsets`` (B, 2, 1) (left, top; random if
+    None), the surround and corners mirroring the images' own borders (m >= size - m)."""
+    b, _, m, _ = images.shape
+    if offsets is None:
+        offsets = canvas_offsets(b, m, size, images.device)
+    # Canvas pixel i samples image pixel i - offset; grid_sample's reflection padding (about the image border)
     # mirrors the borders into the surround, and nearest sampling at pixel centres copies pixels exactly.
-    coords = (torch.arange(s, device=images.device) - offsets + 0.5) * (2 / m) - 1  # (B, 2, S), normalised
-    x, y = coords[:, 0, None, :].expand(b, s, s), coords[:, 1, :, None].expand(b, s, s)
+    coords = (torch.arange(size, device=images.device) - offsets + 0.5) * (2 / m) - 1  # (B, 2, S), normalised
+    x, y = coords[:, 0, None, :].expand(b, size, size), coords[:, 1, :, None].expand(b, size, size)
     grid = torch.stack([x, y], dim=-1).to(images.dtype)  # (B, S, S, 2)
-    return F.grid_sample(small, grid, mode="nearest", padding_mode="reflection", align_corners=False)
+    return F.grid_sample(images, grid, mode="nearest", padding_mode="reflection", align_corners=False)
 
 
 def fisheye(images: torch.Tensor, strength: tuple[float, float] = FISHEYE_STRENGTH) -> torch.Tensor:
@@ -107,10 +125,10 @@ def decolorize(images: torch.Tensor, factor: float = SATURATION_FACTOR) -> torch
     return (value - factor * (value - rgb) - mean) / std
 
 
-# name -> (arch -> degradation). zoom-in also changes the data view (see zoom_in_ring); the others keep it.
-DEGRADATIONS: dict[str, Callable[[Arch], Callable[[torch.Tensor], torch.Tensor]]] = {
+# name -> (arch -> degradation). zoom-in and zoom-out also change the data view (see view_size_for).
+DEGRADATIONS: dict[str, Callable[[Arch], Callable[..., torch.Tensor]]] = {
     ZOOM_IN: lambda arch: partial(centre_crop, size=arch.img_size),
-    "zoom-out": lambda arch: zoom_out,
+    ZOOM_OUT: lambda arch: partial(zoom_out, size=arch.img_size),
     "distort": lambda arch: fisheye,
     # 2 px at patch 16 (the std of the 7x7 box the paper's blur approximates): the same blur relative to a token.
     "blur": lambda arch: partial(blur, sigma=arch.patch_size / 8),
@@ -118,8 +136,16 @@ DEGRADATIONS: dict[str, Callable[[Arch], Callable[[torch.Tensor], torch.Tensor]]
 }
 
 
-def make_degradation(name: str, arch: Arch) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The degradation ``name`` for ``arch``: clean views (B, 3, V, V) -> encoder input (B, 3, S, S)."""
+# name -> the reference folder's mask ratio (see the module docstring): the default --mask-ratio
+MASK_RATIOS = {ZOOM_IN: 0.75, ZOOM_OUT: 0.75, "distort": 0.0, "blur": 0.0, "decolor": 0.0}
+
+
+def check_degradation(name: str) -> str:
     if name not in DEGRADATIONS:
         raise MimzooError(f"unknown degradation {name!r}; choose one of: {', '.join(DEGRADATIONS)}")
-    return DEGRADATIONS[name](arch)
+    return name
+
+
+def make_degradation(name: str, arch: Arch) -> Callable[..., torch.Tensor]:
+    """The degradation ``name`` for ``arch``: clean views (B, 3, V, V) -> encoder input (B, 3, S, S)."""
+    return DEGRADATIONS[check_degradation(name)](arch)

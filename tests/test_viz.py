@@ -53,6 +53,7 @@ def photos() -> list:
      ["original", "masked input", *[f"{s} HOG {kind}" for s in HOG_SCALES for kind in ("predicted", "target")]]),
     ("misalign", TINY_ARCH, {}, [*STANDARD, "target view", "predicted view"]),
     ("misalign", TINY_ARCH, {"degradation": "blur"}, [*STANDARD, "degraded input"]),
+    ("misalign", TINY_ARCH, {"degradation": "zoom-out"}, [*STANDARD, "target view", "predicted view"]),
 ])
 def test_grid_png_has_a_column_per_panel_and_a_row_per_image(tmp_path, photos, method, arch, options, columns):
     model, size = build(method, arch, **options)
@@ -105,8 +106,8 @@ def test_mask_ratio_override_and_pasted_visible_patches(photos):
 
 
 def test_misalign_shows_the_degraded_input_its_forward_encoded(photos):
-    """zoom-out draws a random offset before the mask: the panel is the input forward saw, not a fresh draw."""
-    model, _ = build("misalign", degradation="zoom-out")
+    """distort draws a random centre before the mask: the panel is the input forward saw, not a fresh draw."""
+    model, _ = build("misalign", degradation="distort")
     views = load_views(photos, 32)
     shown = reconstruct(model, views, seed=5)
     torch.manual_seed(5)
@@ -114,6 +115,15 @@ def test_misalign_shows_the_degraded_input_its_forward_encoded(photos):
     torch.manual_seed(5)
     visible = 1 - pixel_mask(model(views).mask, 4)  # the mask forward draws after that degradation
     assert torch.allclose(shown.masked * visible, shown.panels["degraded input"] * visible)
+
+
+def test_zoom_out_shows_the_prediction_on_the_canvas_the_encoder_saw(photos):
+    model, size = build("misalign", degradation="zoom-out")  # 23-px view on a 32-px canvas
+    views = load_views(photos, size)
+    shown = reconstruct(model, views, seed=5)
+    torch.manual_seed(5)
+    assert torch.allclose(shown.original, to_rgb(model.degrade(views)))  # the canvas forward encoded
+    assert shown.panels["target view"].shape[-1] == shown.reconstruction.shape[-1] == 32
 
 
 def test_zoom_in_boxes_the_encoder_window_in_the_view(photos):

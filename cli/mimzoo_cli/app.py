@@ -48,7 +48,8 @@ def pretrain(
     blr: Annotated[float | None, typer.Option(help="Base lr; lr = blr x effective batch / 256.")] = None,
     warmup_epochs: Annotated[int | None, typer.Option(help="Linear warm-up epochs before the cosine.")] = None,
     min_lr: Annotated[float | None, typer.Option(help="Learning rate at the end of the cosine.")] = None,
-    mask_ratio: Annotated[float | None, typer.Option(help="Fraction of patches masked.")] = None,
+    mask_ratio: Annotated[float | None, typer.Option(
+        help="Fraction of patches masked (default 0.75; misalign: the reference's for the degradation).")] = None,
     norm_pix_loss: Annotated[
         bool | None, typer.Option("--norm-pix-loss/--no-norm-pix-loss", help="Per-patch normalised target.")
     ] = None,
@@ -67,7 +68,7 @@ def pretrain(
     mff_layers: Annotated[str | None, typer.Option(
         help="MFF: 0-based blocks to fuse, ending with the last; default 0,2,4,6,8,11 for 12 blocks.")] = None,
     degradation: Annotated[str | None, typer.Option(
-        help="misalign: zoom-in (default), zoom-out, distort, blur or decolor, composed with masking.")] = None,
+        help="misalign: zoom-in (default), zoom-out, distort, blur or decolor.")] = None,
     weight_decay: Annotated[float | None, typer.Option(help="AdamW weight decay.")] = None,
     clip_grad: Annotated[float | None, typer.Option(help="Clip the gradient norm to this value.")] = None,
     out: Annotated[Path | None, typer.Option(help="Run folder (config, metrics, checkpoint, export).")] = None,

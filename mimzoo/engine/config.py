@@ -26,7 +26,7 @@ class PretrainConfig:
     min_lr: float = 0.0
     weight_decay: float = 0.05
     clip_grad: float | None = None
-    mask_ratio: float = 0.75
+    mask_ratio: float | None = None  # None = 0.75, or for misalign the reference's for the degradation
     crop: str | None = None  # data view: rrc | src; None = the method's default
     target: str | None = None  # reconstruction target: pixel | lowpass | hog (localmim); None = the method's default
     lowpass_radius: float | None = None  # None = 40 px at 224, scaled with the image size

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mimzoo.archs import Arch, get_arch
-from mimzoo.degradations import view_size_for
+from mimzoo.degradations import MASK_RATIOS, check_degradation, view_size_for
 from mimzoo.errors import MimzooError
 from mimzoo.methods.base import MethodOutput, Pretrainer, Reconstruction
 from mimzoo.methods.localmim import TARGETS as LOCALMIM_TARGETS
@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from mimzoo.engine.config import PretrainConfig
 
 
+MAE_MASK_RATIO = 0.75
+
+
 def _image_size(arch: Arch, cfg: PretrainConfig) -> int:
     return arch.img_size
 
@@ -32,7 +35,7 @@ class MethodSpec:
     degradation: the default ``--degradation`` (None: the method takes none); view_size: (arch, resolved
     config) -> side of the data view in px, when the model takes views larger than the encoder's input;
     targets: the ``--target`` values it accepts; resolve: fills method options whose default depends on the arch
-    or target into the config (after crop and target)."""
+    or target into the config (after crop and target; MAE's mask ratio 0.75 fills in after it)."""
 
     build: Callable[[Arch, PretrainConfig], Pretrainer]
     crop: str
@@ -66,6 +69,11 @@ def _misalign(arch: Arch, cfg: PretrainConfig) -> Misalign:
     return Misalign(arch, cfg.degradation, **_mae_options(arch, cfg))
 
 
+def _degradation_mask_ratio(cfg: PretrainConfig) -> None:
+    if cfg.mask_ratio is None:
+        cfg.mask_ratio = MASK_RATIOS[check_degradation(cfg.degradation)]
+
+
 def _localmim(arch: Arch, cfg: PretrainConfig) -> LocalMIM:
     return LocalMIM(arch, cfg.localmim_scales, cfg.target, mask_ratio=cfg.mask_ratio,
                     norm_pix_loss=cfg.norm_pix_loss, lowpass_radius=cfg.lowpass_radius,
@@ -86,7 +94,8 @@ METHODS: dict[str, MethodSpec] = {
     "mff": MethodSpec(_mff, crop="src", paper="arXiv:2308.00261", resolve=_mff_layers),
     # Beyond Masking = MAE's masking + an input degradation; zoom-in (a ~9/7 larger view) is the paper's best
     "misalign": MethodSpec(_misalign, crop="rrc", paper="arXiv:2203.14313", degradation="zoom-in",
-                           view_size=lambda arch, cfg: view_size_for(cfg.degradation, arch.img_size)),
+                           view_size=lambda arch, cfg: view_size_for(cfg.degradation, arch.img_size),
+                           resolve=_degradation_mask_ratio),
     # LocalMIM = MAE's masking, with 4 encoder taps each decoded at its own scale (HOG or norm-pix regions)
     "localmim": MethodSpec(_localmim, crop="rrc", paper="arXiv:2303.05251", target="hog",
                            targets=LOCALMIM_TARGETS, resolve=_localmim_options),
@@ -100,8 +109,8 @@ def get_method(name: str) -> MethodSpec:
 
 
 def resolve_defaults(cfg: PretrainConfig) -> PretrainConfig:
-    """Fill the method's default crop, target, degradation and arch-dependent options (``spec.resolve``) into
-    the config, so the saved config says what ran."""
+    """Fill the method's default crop, target, degradation, mask ratio and arch-dependent options
+    (``spec.resolve``) into the config, so the saved config says what ran."""
     spec = get_method(cfg.method)
     cfg.crop = cfg.crop or spec.crop
     cfg.target = cfg.target or spec.target
@@ -111,6 +120,8 @@ def resolve_defaults(cfg: PretrainConfig) -> PretrainConfig:
     cfg.degradation = cfg.degradation or spec.degradation
     if spec.resolve is not None:
         spec.resolve(cfg)
+    if cfg.mask_ratio is None:
+        cfg.mask_ratio = MAE_MASK_RATIO
     return cfg
 
 

@@ -4,18 +4,30 @@ Read top to bottom (methods.md section 5): degrade the clean view -> mask -> enc
 loss against the clean image. The default degradation, zoom-in ("misalign", the paper's best), uses a view of
 about (9/7) x S; the encoder sees its central S x S window and the decoder predicts the whole view resized to S,
 so input and output tokens are misaligned by the zoom. Its loss is 0.8 x the masked loss on the window + 0.2 x
-the loss on the border ring. The other degradations keep the S view and use MAE's masked loss.
+the loss on the border ring. Zoom-out places a (160/224) x S view on an S x S canvas; the decoder predicts the
+whole view at S, and prediction and target are shrunk back onto the canvas for a masked loss there. The other
+degradations keep the S view and use MAE's masked loss.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
 from mimzoo.archs import Arch
-from mimzoo.degradations import ZOOM_IN, centre_crop, make_degradation, resize, view_size_for
+from mimzoo.data.loader import imagenet_stats
+from mimzoo.degradations import (
+    ZOOM_IN,
+    ZOOM_OUT,
+    canvas_offsets,
+    centre_crop,
+    make_degradation,
+    resize,
+    view_size_for,
+)
 from mimzoo.errors import MimzooError
 from mimzoo.masking import random_token_mask
 from mimzoo.methods.base import (
@@ -35,6 +47,17 @@ CENTRE_WEIGHT, RING_WEIGHT = 0.8, 0.2
 BOX_COLOUR = (1.0, 0.2, 0.2)
 ZOOM_IN_NOTE = ("zoom-in: the encoder sees the boxed centre of the view and the decoder predicts the whole view; "
                 "original, masked input and reconstruction show that centre")
+ZOOM_OUT_NOTE = ("zoom-out: the encoder sees the view shrunk onto a mirrored canvas and the decoder predicts the whole "
+                 "view; the reconstruction is that prediction shrunk back onto the canvas, where the loss is taken")
+
+
+class Degraded(NamedTuple):
+    """images: the encoder's input (B, 3, S, S); clean: the clean image the decoder predicts (B, 3, S, S);
+    offsets: zoom-out's (left, top) canvas offsets (B, 2, 1), None for the other degradations."""
+
+    images: torch.Tensor
+    clean: torch.Tensor
+    offsets: torch.Tensor | None = None
 
 
 class Misalign(Pretrainer):
@@ -45,7 +68,7 @@ class Misalign(Pretrainer):
         self.image_filter = image_filter  # e.g. PixMIM's low-pass, applied to the clean image
         self.degrade = make_degradation(degradation, arch)
         self.view_size = view_size_for(degradation, arch.img_size)
-        self.ring = (self.view_size - arch.img_size) // 2  # 0 unless zoom-in: no misalignment loss
+        self.ring = (self.view_size - arch.img_size) // 2 if degradation == ZOOM_IN else 0  # zoom-in's border
         self.encoder = create_encoder(arch)
         # The paper's decoders are 384 wide x 4 blocks x 6 heads (ViT-B) and 512 x 4 x 8 (ViT-L): half the
         # encoder's width and heads, which scales to the small archs.
@@ -63,35 +86,58 @@ class Misalign(Pretrainer):
 
     @torch.no_grad()
     def target(self, images: torch.Tensor) -> torch.Tensor:
-        """Clean (B, 3, S, S) -> (B, N, p*p*3): the (filtered) image's patches, per-patch per-channel normalised."""
+        """Clean (B, 3, S, S) -> (B, N, p*p*3): the (filtered) image's patches; with norm_pix_loss each channel of
+        each patch normalised on the de-normalised RGB pixels, as the reference does."""
         if self.image_filter is not None:
             images = self.image_filter(images)
-        patches = patchify(images, self.arch.patch_size)
-        return norm_pix_per_channel(patches) if self.norm_pix_loss else patches
+        if not self.norm_pix_loss:
+            return patchify(images, self.arch.patch_size)
+        mean, std = imagenet_stats(images.device)
+        return norm_pix_per_channel(patchify(images * std + mean, self.arch.patch_size))
 
-    def degrade_and_target(self, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Clean views (B, 3, V, V) -> (encoder input (B, 3, S, S), clean image the decoder predicts (B, 3, S, S))."""
+    def degrade_and_target(self, views: torch.Tensor) -> Degraded:
+        """Clean views (B, 3, V, V) -> the encoder's input and the clean image the decoder predicts (see Degraded)."""
         if views.shape[-1] != self.view_size:
             raise MimzooError(f"misalign with {self.degradation} takes {self.view_size}-px views, not "
                               f"{views.shape[-1]} px; make the data view with view_size_for()")
-        return self.degrade(views), resize(views, self.arch.img_size)
+        clean = resize(views, self.arch.img_size)
+        if self.degradation != ZOOM_OUT:
+            return Degraded(self.degrade(views), clean)
+        # the loss places prediction and target where the input went: the offsets are drawn here and kept
+        offsets = canvas_offsets(views.shape[0], self.view_size, self.arch.img_size, views.device)
+        return Degraded(self.degrade(views, offsets=offsets), clean, offsets)
 
     def forward(self, views: torch.Tensor) -> MethodOutput:
         with torch.no_grad(), torch.autocast(views.device.type, enabled=False):  # pixels stay fp32
-            images, clean = self.degrade_and_target(views)
-            target = self.target(clean)  # (B, N, p*p*3)
+            degraded = self.degrade_and_target(views)
+            target = self.target(degraded.clean)  # (B, N, p*p*3)
         mask = random_token_mask(views.shape[0], self.arch.num_patches, self.mask_ratio, views.device)
-        encoded = encode_visible(self.encoder, images, mask.idx_keep)
+        encoded = encode_visible(self.encoder, degraded.images, mask.idx_keep)
         pred = self.decoder(encoded.tokens, mask.idx_restore)  # (B, N, p*p*3), the clean image's patches
         # With nothing masked (ratio 0: degradation alone) every token is a prediction target.
         weights = mask.mask if self.mask_ratio > 0 else torch.ones_like(mask.mask)
-        if not self.ring:
-            return MethodOutput(masked_mse(pred, target, weights), pred, target, mask.mask)
-        loss, logs = self.misalign_loss(pred, target, images, weights)
-        return MethodOutput(loss, pred, target, mask.mask, logs)
+        if self.ring:
+            loss, logs = self.zoom_in_loss(pred, target, degraded.images, weights)
+            return MethodOutput(loss, pred, target, mask.mask, logs)
+        if degraded.offsets is not None:
+            return MethodOutput(self.zoom_out_loss(pred, target, degraded.offsets, weights), pred, target, mask.mask)
+        return MethodOutput(masked_mse(pred, target, weights), pred, target, mask.mask)
 
-    def misalign_loss(self, pred: torch.Tensor, target: torch.Tensor, window: torch.Tensor,
-                      weights: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def zoom_out_loss(self, pred: torch.Tensor, target: torch.Tensor, offsets: torch.Tensor,
+                      weights: torch.Tensor) -> torch.Tensor:
+        """Zoom-out loss on the encoder's canvas, as the reference takes it: prediction and target (B, N, p*p*3),
+        both of the whole clean image, are shrunk to the view's size and placed at the input's ``offsets`` with the
+        mirrored surround, so each weighted canvas token is compared on the content the encoder's input held there."""
+        return masked_mse(self.on_canvas(pred.float(), offsets), self.on_canvas(target, offsets), weights)
+
+    def on_canvas(self, tokens: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        """Patches (B, N, p*p*3) of an S x S image -> the patches of the zoom-out canvas showing it shrunk at
+        ``offsets``."""
+        p = self.arch.patch_size
+        return patchify(self.degrade(resize(unpatchify(tokens, p), self.view_size), offsets=offsets), p)
+
+    def zoom_in_loss(self, pred: torch.Tensor, target: torch.Tensor, window: torch.Tensor,
+                     weights: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Zoom-in loss at the view's resolution V: the prediction of the whole view (pred, (B, N, p*p*3)) is
         resized to V, its centre compared with the encoder's window (B, 3, S, S) on the weighted tokens and its
         border ring with the normalised target resized to V, every ring pixel counting."""
@@ -107,26 +153,31 @@ class Misalign(Pretrainer):
     @torch.no_grad()
     def reconstruct(self, views: torch.Tensor) -> Reconstruction:
         """Clean views (B, 3, V, V) -> the standard panels on the encoder's patch grid, plus the degraded input, or
-        for zoom-in the target view and the predicted view with the encoder's window boxed."""
+        for zoom-in and zoom-out the target view and the predicted view (zoom-in: with the encoder's window boxed)."""
         # forward draws the degradation's randomness (offsets, fisheye centres) before the mask: replaying it on a
         # copy of the RNG state gives the very input forward encodes
         with torch.random.fork_rng(devices=[views.device] if views.is_cuda else []):
-            images, clean = self.degrade_and_target(views)
+            images, clean, offsets = self.degrade_and_target(views)
         out = self(views)
-        p = self.arch.patch_size
+        p, s, v = self.arch.patch_size, self.arch.img_size, self.view_size
         target_image, panels = pixel_target(clean, self.image_filter)
         predicted = predicted_image(out.pred, target_image, p, denorm_pix_per_channel if self.norm_pix_loss else None)
-        if not self.ring:
-            panels = {"degraded input": to_rgb(images), **panels}
-            return from_prediction(clean, images, predicted, out.mask, p, panels, self.norm_pix_loss)
-        # zoom-in: the prediction covers the whole view; the mask is on the encoder's window, the view's centre
-        s, v = self.arch.img_size, self.view_size
-        predicted_view = resize(predicted, v)
-        panels = {"target view": boxed(to_rgb(views), self.ring, s),
-                  "predicted view": boxed(to_rgb(predicted_view), self.ring, s), **panels}
-        shown = from_prediction(images, images, centre_crop(predicted_view, s), out.mask, p, panels, self.norm_pix_loss)
-        shown.notes.append(ZOOM_IN_NOTE)
-        return shown
+        if self.ring:  # zoom-in: the prediction covers the whole view; the mask is on the encoder's window
+            predicted_view = resize(predicted, v)
+            panels = {"target view": boxed(to_rgb(views), self.ring, s),
+                      "predicted view": boxed(to_rgb(predicted_view), self.ring, s), **panels}
+            shown = from_prediction(images, images, centre_crop(predicted_view, s), out.mask, p, panels,
+                                    self.norm_pix_loss)
+            shown.notes.append(ZOOM_IN_NOTE)
+            return shown
+        if offsets is not None:  # zoom-out: the prediction covers the whole view; the mask is on the canvas
+            panels = {"target view": to_rgb(clean), "predicted view": to_rgb(predicted), **panels}
+            on_canvas = self.degrade(resize(predicted, v), offsets=offsets)
+            shown = from_prediction(images, images, on_canvas, out.mask, p, panels, self.norm_pix_loss)
+            shown.notes.append(ZOOM_OUT_NOTE)
+            return shown
+        panels = {"degraded input": to_rgb(images), **panels}
+        return from_prediction(clean, images, predicted, out.mask, p, panels, self.norm_pix_loss)
 
 
 def ring_mse(pred: torch.Tensor, target: torch.Tensor, width: int) -> torch.Tensor:
