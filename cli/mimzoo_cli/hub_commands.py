@@ -37,6 +37,34 @@ def export(
 
 
 @fail_cleanly
+def import_checkpoint(
+    source: Annotated[Path, typer.Argument(
+        help="An official MAE checkpoint (.pth: models_mae.MaskedAutoencoderViT, e.g. mae_visualize_vit_large.pth) or "
+        "a transformers ViTMAEForPreTraining folder (config.json + model.safetensors, e.g. facebook/vit-mae-base).")],
+    out: Annotated[Path, typer.Option(help="The export folder to write (new or empty, or an earlier export).")],
+    format: Annotated[str, typer.Option(help="auto (a folder or .safetensors: transformers; else mae), mae or "
+                                             "transformers.")] = "auto",
+    arch: Annotated[str | None, typer.Option(help="mimzoo arch (default: read from the tensor shapes).")] = None,
+    encoder_only: Annotated[bool, typer.Option(
+        "--encoder-only", help="Import only the encoder, even where the checkpoint has a decoder.")] = False,
+    norm_pix_loss: Annotated[bool | None, typer.Option(
+        "--norm-pix-loss/--no-norm-pix-loss", help="The target the source trained with, where the file does not "
+        "say (official .pth without args; default: norm-pix, MAE's recipe; mae_visualize_*: --no-norm-pix-loss).",
+        show_default=False)] = None,
+    dataset: Annotated[str, typer.Option(help="Pretraining data name for the card and tag.")] = "imagenet-1k",
+    license: Annotated[str | None, typer.Option(help="Licence id for the card (default cc-by-nc-4.0, as MAE).")] = None,
+) -> None:
+    """Turn an existing MAE checkpoint into a mimzoo export: plain-timm encoder, model card, pretrainer."""
+    from mimzoo.hub.importers import import_checkpoint as run_import
+
+    folder, imported = run_import(source, out, format, arch, encoder_only, norm_pix_loss, dataset, license)
+    console.print(f"imported {source} ({imported.source['format']}, {imported.model.arch.name}) to {folder}: "
+                  + ", ".join(sorted(p.name for p in folder.iterdir())), markup=False, highlight=False, soft_wrap=True)
+    for note in imported.notes:
+        console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
+
+
+@fail_cleanly
 def push(
     folder: Annotated[Path, typer.Argument(help="Export folder (mimzoo export).")],
     repo_id: Annotated[str, typer.Option("--repo-id", help="Hub repo, ORG/NAME.")],
@@ -86,4 +114,4 @@ def list_zoo() -> None:
     Console().print(table)
 
 
-COMMANDS = {"export": export, "push": push, "pull": pull, "list": list_zoo}
+COMMANDS = {"export": export, "import": import_checkpoint, "push": push, "pull": pull, "list": list_zoo}

@@ -18,7 +18,7 @@ from safetensors import safe_open
 from mimzoo.engine.checkpoint import atomic_path
 from mimzoo.errors import MimzooError
 from mimzoo.hub.citations import citation
-from mimzoo.hub.layout import CARD, CONFIG, RECORD, WEIGHTS, read_json, read_record
+from mimzoo.hub.layout import CARD, CONFIG, PRETRAINER, RECORD, WEIGHTS, read_json, read_record
 
 TEMPLATE = Path(__file__).with_name("model_card.md")
 
@@ -57,7 +57,9 @@ def render_card(config: dict[str, Any], record: dict[str, Any], weights: Path) -
         paper=paper,
         paper_link=f"[{paper}](https://arxiv.org/abs/{number})" if paper else "no paper",
         dataset=record["dataset"],
-        epochs=f"{record['pretraining']['epochs']:g}",
+        epochs=f"{record['pretraining']['epochs']:g}" if record.get("pretraining") else None,
+        imported_from=record.get("imported_from"),
+        has_pretrainer=(weights.parent / PRETRAINER).is_file(),
         architecture=config["architecture"],
         model_args=", ".join(f"{k}={v}" for k, v in config.get("model_args", {}).items()),
         params=f"{params / 1e6:.1f}",
@@ -86,7 +88,11 @@ def _init_from(config: dict[str, Any]) -> dict[str, str] | None:
 
 def recipe_rows(record: dict[str, Any]) -> list[tuple[str, str]]:
     """What the run measured about itself first, then every setting of its config, as (name, value) rows."""
-    run = record["pretraining"]
+    run = record.get("pretraining")
+    if run is None:  # an import: what the source says of its training, then the settings mimzoo runs it with
+        source = record["imported_from"]
+        return [(f"source {key}", str(value)) for key, value in source.items() if key not in ("file", "sha256")] + [
+            (key, value if isinstance(value, str) else json.dumps(value)) for key, value in record["config"].items()]
     rows = [
         ("epochs trained", f"{run['epochs']:g}"),
         ("optimizer steps", str(run["steps"])),

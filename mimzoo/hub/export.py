@@ -41,10 +41,10 @@ def dataset_name(data_spec: str) -> str:
     path = Path(data_spec.split(".npz:")[0].removesuffix(".npz"))
     if path.name.lower() in ("train", "training", "images") and path.parent.name:
         path = path.parent
-    return _slug(path.name) or "data"
+    return slug(path.name) or "data"
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
     """Lower case, runs of other characters as one dash: safe in a timm tag (``arch.tag``) and a file name."""
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
@@ -74,7 +74,7 @@ def export_run(run_dir: Path, out_dir: Path | None = None, dataset: str | None =
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "export"
     model, cfg, state = load_run(run_dir)
-    arch, spec = get_arch(cfg.arch), get_method(cfg.method)
+    spec = get_method(cfg.method)
     run_config = run_dir / "config.json"  # the resolved config the run wrote, with its process count
     processes = read_json(run_config).get("world_size", 1) if run_config.is_file() else 1
     record = {
@@ -89,13 +89,24 @@ def export_run(run_dir: Path, out_dir: Path | None = None, dataset: str | None =
         "pretraining": _pretraining_record(cfg, state["step"], processes, read_metrics(run_dir, state["step"])),
         "results": [],
     }
-    tag = f"mimzoo_{cfg.method}_{_slug(record['dataset'])}_ep{math.floor(record['pretraining']['epochs'])}"
+    tag = f"mimzoo_{cfg.method}_{slug(record['dataset'])}_ep{math.floor(record['pretraining']['epochs'])}"
+    return write_export(out_dir, model, record, tag)
+
+
+def write_export(out_dir: Path, model: Pretrainer, record: dict[str, Any], tag: str,
+                 with_pretrainer: bool = True) -> Path:
+    """Write ``model`` as an export folder: the encoder as timm saves it (``pretrained_cfg`` with ``tag`` and the
+    record's licence and paper), ``record`` as mimzoo.json and the card, and the whole model unless
+    ``with_pretrainer`` is False (its decoder was never trained)."""
+    arch = get_arch(record["arch"])
     with atomic_dir(out_dir) as tmp:
         save_for_hf(model.encoder, tmp, safe_serialization=True,
-                    model_config={"pretrained_cfg": pretrained_cfg(arch, tag, license, spec.paper)})
+                    model_config={"pretrained_cfg": pretrained_cfg(arch, tag, record["license"], record["paper"])})
         _keep_shape_args_only(tmp / CONFIG, arch)
         check_fits(read_json(tmp / CONFIG), tmp / WEIGHTS)
-        save_file(model.state_dict(), tmp / PRETRAINER, metadata={"method": cfg.method, "arch": cfg.arch})
+        if with_pretrainer:
+            save_file(model.state_dict(), tmp / PRETRAINER,
+                      metadata={"method": record["method"], "arch": record["arch"]})
         write_record(tmp, record)
     return out_dir
 
