@@ -55,9 +55,11 @@ def fake_hub(hf_cache, monkeypatch):
 
 
 def zoo_row(result) -> list[str]:
-    """name, cached, hub repo of the test entry in `mimzoo list` (the columns that never wrap)."""
+    """name, hub repo and cached or not of the test entry in `mimzoo list` (its first line never wraps)."""
     assert result.exit_code == 0, result.output
-    return next(line.split()[:3] for line in result.output.splitlines() if "lab-tiny" in line)
+    line = next(line for line in result.output.splitlines() if line.startswith("lab-tiny"))
+    name, repo, cached = line.split(maxsplit=2)
+    return [name, repo, cached]
 
 
 def test_push_to_the_hub_then_pull_and_load_in_timm_and_smp(export, fake_hub, hf_cache, cli, tmp_path):
@@ -104,11 +106,11 @@ def test_revisions_and_the_local_folder_backend(export, fake_hub, hf_cache, cli,
     assert result.exit_code == 0, result.output
     assert (shared / "models--lab--tiny" / "refs" / "main").is_file()
     monkeypatch.setitem(ZOO, "lab-tiny", ZooEntry("lab-tiny", "mae", "vit_tiny_patch4_32", "pack", 1, "lab/tiny", "t"))
-    assert zoo_row(cli("list")) == ["lab-tiny", "no", "lab/tiny"]
+    assert zoo_row(cli("list")) == ["lab-tiny", "hf-hub:lab/tiny", "(not cached)"]
     result = cli("pull", "lab-tiny", "--backend-dir", shared)
     assert result.exit_code == 0, result.output
     assert (hf_cache / "models--lab--tiny" / "snapshots").is_dir()
-    assert zoo_row(cli("list")) == ["lab-tiny", "yes", "lab/tiny"]
+    assert zoo_row(cli("list")) == ["lab-tiny", "hf-hub:lab/tiny", "(cached)"]
     assert "lab/nothing is not in" in error_line(cli("pull", "lab/nothing", "--backend-dir", shared))
 
 

@@ -115,6 +115,9 @@ def _register_commands() -> None:
 
     for name, command in {**hub_commands.COMMANDS, **viz_commands.COMMANDS}.items():
         app.command(name=name)(command)
+    from mimzoo_cli.zoo_commands import zoo_app
+
+    app.add_typer(zoo_app, name="zoo")
 
 
 _register_commands()

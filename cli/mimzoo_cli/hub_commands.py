@@ -6,9 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich import box
 from rich.console import Console
-from rich.table import Table
 
 from mimzoo_cli.console import console, fail_cleanly
 
@@ -101,17 +99,26 @@ def pull(
 
 @fail_cleanly
 def list_zoo() -> None:
-    """The zoo's backbones, what each is, and which are in the local Hugging Face cache."""
+    """The zoo's backbones: what each is, what it measured, and which are in the local Hugging Face cache."""
     from mimzoo.hub.backends import zoo_status
+    from mimzoo.zoo import measured
 
-    table = Table(title="mimzoo zoo (use a name as the backbone of any command)", box=box.SIMPLE_HEAD)
-    for column in ("name", "cached", "hub repo", "recipe", "what it is"):
-        # a name or repo id broken over lines could not be copied; the other columns may wrap
-        table.add_column(column, no_wrap=column in ("name", "cached", "hub repo"), overflow="fold")
-    for entry, snapshot in zoo_status():
-        recipe = f"{entry.method}, {entry.arch}, {entry.data}, {entry.epochs} epochs"
-        table.add_row(entry.name, "yes" if snapshot else "no", entry.repo_id, recipe, entry.description)
-    Console().print(table)
+    out = Console(soft_wrap=False, highlight=False)
+    out.print("mimzoo zoo: use a name as the backbone of any command (mimzoo pull NAME downloads it once)\n")
+    for entry, snapshot in zoo_status():  # a block per entry reads at any width; names and repos stay whole
+        out.print(f"[bold]{entry.name}[/bold]  hf-hub:{entry.repo_id}  ({'cached' if snapshot else 'not cached'})")
+        out.print(f"  {entry.description}; {entry.epochs} epochs", markup=False)
+        out.print(f"  {_measured(entry, measured)}\n", markup=False)
+
+
+def _measured(entry, measured) -> str:
+    if entry.recipe is None:
+        return "the authors' release"
+    numbers = measured(entry.name)
+    if numbers is None:
+        return "not built yet (mimzoo zoo build)"
+    shown = ", ".join(f"{task} {numbers[task]:.1f}" for task in entry.evals if task in numbers)
+    return f"{shown} ({len(numbers['seeds'])} seeds, {numbers['minutes']:.0f} min on {', '.join(numbers['device'])})"
 
 
 COMMANDS = {"export": export, "import": import_checkpoint, "push": push, "pull": pull, "list": list_zoo}

@@ -41,6 +41,7 @@ class DownstreamInput:
     arch: str | None = None  # only for a bare .safetensors file without config.json
     device: str = "auto"
     seed: int = 0
+    record: bool = True  # add the result to the card of a local export (off for runs that only choose a recipe)
 
 
 @dataclass
@@ -105,7 +106,7 @@ def _run(inp: DownstreamInput, task: str, open_data: Callable[[], Any],
     try:
         torch.manual_seed(inp.seed)
         results = body(backbone, data, ctx, for_rank(reporter, ctx.is_main))
-        if ctx.is_main and info.export_dir is not None:
+        if ctx.is_main and inp.record and info.export_dir is not None:
             metric, key = headline
             add_result(info.export_dir, task, dataset_name(inp.data), metric, round(results[key], 2), data.val_name)
             (reporter or Reporter()).message(f"recorded the {task} {metric} in the model card of {info.export_dir}")

@@ -5,7 +5,8 @@ A backbone spec is one of:
   nothing is downloaded at run time),
 - ``local-dir:PATH`` or a plain folder path: an export folder (``config.json`` + ``model.safetensors``),
 - a ``.safetensors`` file, described by the ``config.json`` beside it or else by ``arch`` (a mimzoo arch name),
-- a zoo name (``mimzoo list``), which stands for its Hub repo.
+- a zoo name (``mimzoo list``), which stands for its Hub repo;
+- ``random:ARCH``: a mimzoo arch with timm's random initialisation, the from-scratch baseline of a downstream task.
 
 Every spec ends in the same strict load: the weights must fit the config exactly (checked from the safetensors
 header before anything is built), so a mismatch is a one-line error, not a silently resampled or partial model.
@@ -33,7 +34,9 @@ from mimzoo.zoo import ZOO
 
 HF_PREFIX = "hf-hub:"
 LOCAL_PREFIX = "local-dir:"
-SPEC_FORMS = "hf-hub:ORG/NAME[@REV], local-dir:PATH, an export folder, a .safetensors file or a zoo name"
+RANDOM_PREFIX = "random:"
+SPEC_FORMS = ("hf-hub:ORG/NAME[@REV], local-dir:PATH, an export folder, a .safetensors file, a zoo name or "
+              "random:ARCH")
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,7 @@ class BackboneInfo:
 
     spec: str
     config: dict[str, Any]
-    weights: Path
+    weights: Path | None  # None for random:ARCH
     export_dir: Path | None = None
     repo_id: str | None = None
     revision: str | None = None
@@ -60,6 +63,8 @@ def load_backbone(spec: str, arch: str | None = None, **model_kwargs: Any) -> tu
     top of the config's model args (``drop_path_rate``, ``dynamic_img_size``, a new ``img_size``, whose position
     embedding timm resamples); heads are the caller's (``model.reset_classifier(k)``).
     """
+    if spec.startswith(RANDOM_PREFIX):
+        return _random_backbone(spec, **model_kwargs)
     info = locate_backbone(spec, arch)
     check_fits(info.config, info.weights)
     with torch.device("meta"):  # every tensor comes from the weights: skip timm's random init
@@ -75,6 +80,16 @@ def load_backbone(spec: str, arch: str | None = None, **model_kwargs: Any) -> tu
     if unloaded:  # a tensor the state dict does not hold (a non-persistent buffer) would stay uninitialised
         raise MimzooError(f"{info.config['architecture']} has tensors its weights do not hold: {unloaded[:3]}")
     return model, info
+
+
+def _random_backbone(spec: str, **model_kwargs: Any) -> tuple[VisionTransformer, BackboneInfo]:
+    """timm's randomly initialised ViT of a mimzoo arch, preprocessing as mimzoo's exports of that arch."""
+    from mimzoo.hub.export import pretrained_cfg  # export builds on this module
+
+    shape = get_arch(spec.removeprefix(RANDOM_PREFIX))
+    config = {"architecture": shape.timm_name, "num_classes": 0, "model_args": dict(shape.model_args),
+              "pretrained_cfg": pretrained_cfg(shape, "random_init", "apache-2.0", "")}
+    return create_vit(config, **model_kwargs), BackboneInfo(spec, config, None)
 
 
 def locate_backbone(spec: str, arch: str | None = None) -> BackboneInfo:

@@ -1,0 +1,51 @@
+"""``mimzoo zoo build``: reproduce the zoo's entries (the work is in ``mimzoo.engine.zoo_build``)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mimzoo_cli.console import console, fail_cleanly
+
+zoo_app = typer.Typer(help="Reproduce mimzoo's zoo: pretrain, export, evaluate and card its entries.",
+                      no_args_is_help=True)
+
+
+@zoo_app.command()
+@fail_cleanly
+def build(
+    entries: Annotated[list[str] | None, typer.Argument(
+        help="Entries to build (default: every entry mimzoo builds; see mimzoo list).", show_default=False)] = None,
+    root: Annotated[Path, typer.Option(help="Folder of the build: runs, evaluations, state.json, results.")]
+    = Path("zoo"),
+    data_dir: Annotated[Path, typer.Option(
+        help="Folder with the data packs (cifar10_jpeg_q75.npz, camvid_360x480_jpeg95.npz).")] = Path("data"),
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    workers: Annotated[int, typer.Option(help="Data-loading worker processes.")] = min(8, os.cpu_count() or 1),
+    smoke: Annotated[bool, typer.Option("--smoke", help="Every recipe shrunk to a few steps: checks the chain, "
+                                                        "measures nothing.")] = False,
+    baselines: Annotated[bool, typer.Option("--baselines/--no-baselines",
+                                            help="Also train the downstream recipes from random init.")] = True,
+    cards_dir: Annotated[Path | None, typer.Option(help="Copy each entry's model card here (the repo's model_cards/).")]
+    = None,
+    results_file: Annotated[Path | None, typer.Option(
+        help="Write the headline numbers here (the package's mimzoo/zoo_results.json, which mimzoo list shows).")]
+    = None,
+) -> None:
+    """Build zoo entries; call it again after any stop: done stages are skipped, stopped ones resume.
+
+    Each number lands in ROOT/results.json and results.md with the metrics file that holds it.
+    """
+    from mimzoo.engine.zoo_build import BuildOptions, ZooBuild, results_markdown
+    from mimzoo_cli.progress import RichReporter
+
+    # a scheduler's or `timeout`'s SIGTERM stops like Ctrl-C: the stage's time and checkpoint are kept
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    options = BuildOptions(root=root, data_dir=data_dir, device=device, workers=workers, smoke=smoke,
+                           baselines=baselines, cards_dir=cards_dir, results_file=results_file)
+    table = ZooBuild(options, RichReporter()).run(entries or [])
+    console.print(results_markdown(table), markup=False, highlight=False, soft_wrap=True)

@@ -1,0 +1,256 @@
+"""``mimzoo zoo build``: pretrain, export, evaluate and card every mimzoo-built zoo entry, resumably.
+
+Each entry x seed is a chain of stages under ROOT/ENTRY/seedS/: ``pretrain`` (a run folder; its export is the
+backbone), then the entry's evaluations (``knn``, ``linprobe``, ``finetune`` on CIFAR-10's test split; ``segment``
+on CamVid's). Baselines train the same downstream recipe from a random-init ViT (``random:ARCH``). ROOT/state.json
+records what is done; a stage that was stopped (a time limit, a kill) continues from its checkpoint on the next
+call, and done stages are skipped, so ``mimzoo zoo build`` can be called again and again until it finishes.
+
+Honest numbers: every recipe is fixed before anything is measured. Where an evaluation has candidates (``SWEEPS``),
+each is trained on the training split minus a seeded, stratified 10% validation carve and scored there; the best
+one is then trained on the whole training split and reported once on the test split (last epoch, no selection).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mimzoo.engine.checkpoint import CHECKPOINT, atomic_path
+from mimzoo.engine.config import PretrainConfig
+from mimzoo.engine.downstream import DownstreamInput, KnnConfig, run_finetune, run_knn, run_linprobe, run_segment
+from mimzoo.engine.finetune import FinetuneConfig
+from mimzoo.engine.linprobe import LinprobeConfig
+from mimzoo.engine.pretrain import pretrain
+from mimzoo.engine.report import Reporter
+from mimzoo.engine.segment import SegmentConfig
+from mimzoo.errors import MimzooError
+from mimzoo.zoo import ZOO, ZooEntry
+
+# zoo data name -> file in --data-dir (the packs of ../shared/data, see its README)
+DATA_FILES = {"cifar10": "cifar10_jpeg_q75.npz", "camvid": "camvid_360x480_jpeg95.npz"}
+VAL_FRACTION = 0.1
+
+# the downstream recipe of each task, fixed in advance (the MAE protocols, with ViT-T / CIFAR-sized batches)
+EVALS: dict[str, Any] = {
+    "knn": KnnConfig(k=20, temperature=0.07, pool="token"),
+    "linprobe": LinprobeConfig(epochs=90, warmup_epochs=10, batch_size=256, blr=0.1),
+    "finetune": FinetuneConfig(epochs=100, warmup_epochs=5, batch_size=128, blr=1e-3, layer_decay=0.75,
+                               drop_path=0.1),
+    "segment": SegmentConfig(epochs=50, warmup_epochs=2, batch_size=8, lr=1e-4, crop=320),
+}
+# candidates chosen on the validation carve (one value: no choice, the test run goes straight)
+SWEEPS: dict[str, dict[str, tuple[Any, ...]]] = {"finetune": {"blr": (5e-4, 1e-3)}}
+# baselines from random init: (task, data) per arch of the entries that report the task
+BASELINE_TASKS = ("finetune", "segment")
+HEADLINE = {"knn": "top1", "linprobe": "last_top1", "finetune": "last_top1", "segment": "last_miou"}
+
+# `--smoke`: every recipe shrunk to a few steps, to check the whole chain (tests, a new machine)
+SMOKE_PRETRAIN = {"epochs": 1, "warmup_epochs": 0, "batch_size": 16, "log_every": 1}
+SMOKE_EVALS = {"knn": {"batch_size": 64}, "linprobe": {"epochs": 1, "warmup_epochs": 0, "batch_size": 32},
+               "finetune": {"epochs": 1, "warmup_epochs": 0, "batch_size": 8},
+               "segment": {"epochs": 1, "warmup_epochs": 0, "batch_size": 2, "crop": 64, "previews": 1}}
+
+
+@dataclass
+class BuildOptions:
+    root: Path = Path("zoo")
+    data_dir: Path = Path("data")
+    device: str = "auto"
+    workers: int = 8
+    smoke: bool = False
+    baselines: bool = True
+    cards_dir: Path | None = None  # where each entry's card is copied (the repo's model_cards/)
+    results_file: Path | None = None  # where the headline numbers are written (the package's zoo_results.json)
+    command: str = field(default_factory=lambda: " ".join(["mimzoo", *sys.argv[1:]]))
+
+
+class ZooBuild:
+    """One build: the state file, the stages, the results table."""
+
+    def __init__(self, options: BuildOptions, reporter: Reporter | None = None) -> None:
+        self.options, self.reporter = options, reporter or Reporter()
+        self.state_file = options.root / "state.json"
+        self.state: dict[str, Any] = json.loads(self.state_file.read_text()) if self.state_file.is_file() else {}
+
+    # ---- the plan --------------------------------------------------------------------------------------------
+    def run(self, names: list[str]) -> dict[str, Any]:
+        entries = [_buildable(name) for name in names] or [e for e in ZOO.values() if e.recipe is not None]
+        for entry in entries:
+            for seed in entry.seeds:
+                backbone = self.pretrain(entry, seed)
+                for task in entry.evals:
+                    self.evaluate(f"{entry.name}/seed{seed}/{task}", task, backbone, entry.data, seed)
+        if self.options.baselines:
+            for arch, data, task in sorted({(e.arch, e.data, t) for e in entries for t in e.evals
+                                            if t in BASELINE_TASKS}):
+                self.evaluate(f"baselines/{arch}-{data}/{task}", task, f"random:{arch}", data, 0)
+        return self.write_results(entries)
+
+    def pretrain(self, entry: ZooEntry, seed: int) -> str:
+        key, out = f"{entry.name}/seed{seed}/pretrain", self.options.root / entry.name / f"seed{seed}" / "pretrain"
+        if not self._done(key):
+            recipe = {**entry.recipe, **(SMOKE_PRETRAIN if self.options.smoke else {})}
+            cfg = PretrainConfig(**{**recipe, "data": str(self._data(entry.data)), "out": str(out), "seed": seed,
+                                    "device": self.options.device, "workers": self.options.workers})
+            resume = (out / CHECKPOINT).exists()
+            self._stage(key, lambda: {"export": str(pretrain(cfg, resume=resume, explicit=set(recipe),
+                                                             reporter=self.reporter))})
+        return str(out / "export")
+
+    def evaluate(self, key: str, task: str, backbone: str, data: str, seed: int) -> None:
+        if self._done(key):
+            return
+        out = self.options.root / key
+        cfg = replace(EVALS[task], **(SMOKE_EVALS[task] if self.options.smoke else {}), workers=self.options.workers)
+        chosen = self._choose(key, task, cfg, backbone, data, seed)
+        final = replace(cfg, **chosen, out=str(out / "test"))
+        self._stage(key, lambda: {"chosen": chosen, "split": "test",
+                                  **self._run_task(task, final, backbone, data, seed, record=True)})
+
+    def _choose(self, key: str, task: str, cfg: Any, backbone: str, data: str, seed: int) -> dict[str, Any]:
+        """The sweep's best candidate on the validation carve (each candidate is its own resumable stage)."""
+        sweep = SWEEPS.get(task, {})
+        candidates = [dict(zip(sweep, values, strict=True)) for values in itertools.product(*sweep.values())]
+        if len(candidates) < 2:
+            return candidates[0] if candidates else {}
+        scores = []
+        for i, candidate in enumerate(candidates):
+            stage = f"{key}/val{i}"
+            run_cfg = replace(cfg, **candidate, out=str(self.options.root / stage))
+            if not self._done(stage):
+                self._stage(stage, lambda c=run_cfg, chosen=candidate: {"candidate": chosen, "split": "val",
+                                                                        **self._run_task(task, c, backbone, data, seed,
+                                                                                         record=False,
+                                                                                         val_fraction=VAL_FRACTION)})
+            scores.append(self.state[stage]["results"][HEADLINE[task]])
+        return candidates[max(range(len(candidates)), key=scores.__getitem__)]
+
+    def _run_task(self, task: str, cfg: Any, backbone: str, data: str, seed: int, record: bool,
+                  val_fraction: float | None = None) -> dict[str, Any]:
+        if hasattr(cfg, "resume"):
+            cfg = replace(cfg, resume=(Path(cfg.out) / CHECKPOINT).exists())
+        inp = DownstreamInput(backbone, str(self._data(data)), val_fraction, None, self.options.device, seed,
+                              record=record)
+        if task == "segment":
+            results = run_segment(inp, cfg, "test" if val_fraction is None else "val", self.reporter)
+        else:
+            results = {"knn": run_knn, "linprobe": run_linprobe, "finetune": run_finetune}[task](inp, cfg,
+                                                                                               self.reporter)
+        return {HEADLINE[task]: results[HEADLINE[task]], "metrics_file": str(Path(cfg.out) / "results.json")}
+
+    # ---- stages and state ------------------------------------------------------------------------------------
+    def _done(self, key: str) -> bool:
+        return self.state.get(key, {}).get("done", False)
+
+    def _stage(self, key: str, work: Callable[[], dict[str, Any]]) -> None:
+        """Run one stage; its seconds add up over the calls it takes (an interrupted call's seconds count too)."""
+        self.reporter.message(f"zoo: {key}")
+        entry = self.state.setdefault(key, {"done": False, "seconds": 0.0})
+        start = time.perf_counter()
+        try:
+            entry["results"] = work()
+            entry["done"] = True
+        finally:
+            entry["seconds"] = round(entry["seconds"] + time.perf_counter() - start, 1)
+            entry["device"] = device_name(self.options.device)
+            self._save_state()
+
+    def _save_state(self) -> None:
+        self.options.root.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.state_file) as tmp:
+            tmp.write_text(json.dumps(self.state, indent=2))
+
+    def _data(self, name: str) -> Path:
+        path = self.options.data_dir / DATA_FILES[name]
+        if not path.is_file():
+            raise MimzooError(f"the zoo's {name} data is not at {path}; pass --data-dir with the folder holding "
+                              f"{DATA_FILES[name]} (the packs of ../shared/data, see its README)")
+        return path
+
+    # ---- results ---------------------------------------------------------------------------------------------
+    def write_results(self, entries: list[ZooEntry]) -> dict[str, Any]:
+        """ROOT/results.json and results.md (mean and spread over seeds, minutes per entry), the cards and the
+        shipped headline numbers."""
+        table = {"command": self.options.command, "smoke": self.options.smoke,
+                 "entries": {e.name: self._entry_results(e) for e in entries}, "baselines": self._baselines()}
+        with atomic_path(self.options.root / "results.json") as tmp:
+            tmp.write_text(json.dumps(table, indent=2))
+        with atomic_path(self.options.root / "results.md") as tmp:
+            tmp.write_text(results_markdown(table))
+        if self.options.cards_dir is not None:
+            self.options.cards_dir.mkdir(parents=True, exist_ok=True)
+            for entry in entries:
+                card = self.options.root / entry.name / f"seed{entry.seeds[0]}" / "pretrain" / "export" / "README.md"
+                with atomic_path(self.options.cards_dir / f"{entry.name}.md") as tmp:
+                    tmp.write_text(card.read_text())
+        if self.options.results_file is not None:
+            shipped = {"command": table["command"], "entries": {
+                name: {"device": row["device"], "minutes": row["minutes"], "seeds": row["seeds"],
+                       **{task: metric["mean"] for task, metric in row["metrics"].items()}}
+                for name, row in table["entries"].items()}}
+            with atomic_path(self.options.results_file) as tmp:
+                tmp.write_text(json.dumps(shipped, indent=2))
+        return table
+
+    def _entry_results(self, entry: ZooEntry) -> dict[str, Any]:
+        stages = {k: v for k, v in self.state.items() if k.startswith(f"{entry.name}/")}
+        metrics = {}
+        for task in entry.evals:
+            runs = [self.state[f"{entry.name}/seed{s}/{task}"]["results"] for s in entry.seeds]
+            values = [run[HEADLINE[task]] for run in runs]
+            metrics[task] = {"mean": round(statistics.fmean(values), 2),
+                             "std": round(statistics.stdev(values), 2) if len(values) > 1 else None,
+                             "values": values, "metrics_files": [run["metrics_file"] for run in runs]}
+        return {"seeds": list(entry.seeds), "metrics": metrics,
+                "minutes": round(sum(v["seconds"] for v in stages.values()) / 60, 2),
+                "device": sorted({v["device"] for v in stages.values()})}
+
+    def _baselines(self) -> dict[str, Any]:
+        return {k: {"value": v["results"][HEADLINE[k.rsplit("/", 1)[1]]], "metrics_file": v["results"]["metrics_file"],
+                    "minutes": round(v["seconds"] / 60, 2)}
+                for k, v in self.state.items() if k.startswith("baselines/") and k.count("/") == 2 and v["done"]}
+
+
+def results_markdown(table: dict[str, Any]) -> str:
+    tasks = sorted({task for row in table["entries"].values() for task in row["metrics"]})
+    lines = [f"Made by `{table['command']}`" + (" (smoke: a few steps, not results)" if table["smoke"] else ""), "",
+             "| entry | seeds | " + " | ".join(tasks) + " | minutes | device |",
+             "|---|---|" + "---|" * len(tasks) + "---|---|"]
+    for name, row in table["entries"].items():
+        cells = []
+        for task in tasks:
+            metric = row["metrics"].get(task)
+            cells.append("" if metric is None else f"{metric['mean']:.2f}"
+                         + (f" ± {metric['std']:.2f}" if metric["std"] is not None else ""))
+        lines.append(f"| {name} | {len(row['seeds'])} | " + " | ".join(cells)
+                     + f" | {row['minutes']:.1f} | {', '.join(row['device'])} |")
+    for name, row in table["baselines"].items():
+        task = name.rsplit("/", 1)[1]
+        cells = [f"{row['value']:.2f}" if t == task else "" for t in tasks]
+        lines.append(f"| {name} (random init) | 1 | " + " | ".join(cells) + f" | {row['minutes']:.1f} | |")
+    return "\n".join(lines) + "\n"
+
+
+def device_name(device: str) -> str:
+    if device != "cpu" and torch.cuda.is_available():
+        return torch.cuda.get_device_name(torch.device(device) if device.startswith("cuda") else None)
+    return f"cpu ({platform.machine()})"
+
+
+def _buildable(name: str) -> ZooEntry:
+    entry = ZOO.get(name)
+    if entry is None or entry.recipe is None:
+        built = ", ".join(e.name for e in ZOO.values() if e.recipe is not None)
+        raise MimzooError(f"{name!r} is not a zoo entry mimzoo builds; choose from: {built}")
+    return entry

@@ -1,0 +1,91 @@
+"""`mimzoo zoo build` at smoke scale: the whole chain, stopped and continued, numbers traceable to metrics files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import mimzoo.engine.zoo_build as zoo_build
+from conftest import TINY_ARCH
+from mimzoo.data.sources import BUILTIN_SAMPLE
+from mimzoo.zoo import ZOO, ZooEntry
+
+ENTRY = "mae-tiny-test"
+
+
+@pytest.fixture()
+def zoo_setup(tmp_path, monkeypatch):
+    """A one-seed test entry, a 32/10-image CIFAR-10 pack under the zoo's file name, a two-candidate sweep."""
+    data = np.load(BUILTIN_SAMPLE)
+    packs = {}
+    for split, count in (("train", 32), ("test", 10)):
+        offsets, buffer = data[f"{split}_offsets"], data[f"{split}_jpeg"]
+        picks = np.linspace(0, len(offsets) - 2, count).astype(int)  # spread over the class-sorted files
+        chunks = [buffer[offsets[i]:offsets[i + 1]] for i in picks]
+        packs[f"{split}_jpeg"] = np.concatenate(chunks)
+        packs[f"{split}_offsets"] = np.concatenate([[0], np.cumsum([len(c) for c in chunks])])
+        packs[f"{split}_labels"] = data[f"{split}_labels"][picks]
+    (tmp_path / "data").mkdir()
+    np.savez(tmp_path / "data" / zoo_build.DATA_FILES["cifar10"], classes=data["classes"], **packs)
+    recipe = {"method": "mae", "arch": TINY_ARCH, "epochs": 1, "blr": 1.5e-4}
+    monkeypatch.setitem(ZOO, ENTRY, ZooEntry(ENTRY, "mae", TINY_ARCH, "cifar10", 1, f"mimzoo/{ENTRY}", "test",
+                                             recipe, (0,), ("knn", "finetune")))
+    monkeypatch.setitem(zoo_build.SWEEPS, "finetune", {"blr": (5e-4, 1e-3)})
+    return zoo_build.BuildOptions(root=tmp_path / "zoo", data_dir=tmp_path / "data", device="cpu", workers=0,
+                                  smoke=True, cards_dir=tmp_path / "cards", results_file=tmp_path / "zoo_results.json",
+                                  command="mimzoo zoo build --smoke")
+
+
+def test_a_stopped_build_continues_and_every_number_has_its_metrics_file(zoo_setup, monkeypatch):
+    real_finetune = zoo_build.run_finetune
+    calls = []
+
+    def stopped_at_the_final_finetune(inp, cfg, reporter):
+        calls.append(inp.val_fraction)
+        if inp.val_fraction is None:  # the test-split run, after the sweep on the validation carve
+            raise KeyboardInterrupt
+        return real_finetune(inp, cfg, reporter)
+
+    monkeypatch.setattr(zoo_build, "run_finetune", stopped_at_the_final_finetune)
+    with pytest.raises(KeyboardInterrupt):
+        zoo_build.ZooBuild(zoo_setup).run([ENTRY])
+    state = json.loads((zoo_setup.root / "state.json").read_text())
+    assert calls == [0.1, 0.1, None]  # two candidates on the validation carve, then the stopped test run
+    assert [k for k, v in state.items() if v["done"]] == [f"{ENTRY}/seed0/pretrain", f"{ENTRY}/seed0/knn",
+                                                          f"{ENTRY}/seed0/finetune/val0", f"{ENTRY}/seed0/finetune/val1"]
+    assert state[f"{ENTRY}/seed0/finetune"]["seconds"] >= 0 and not state[f"{ENTRY}/seed0/finetune"]["done"]
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a done stage ran again")
+
+    monkeypatch.setattr(zoo_build, "pretrain", must_not_run)
+    monkeypatch.setattr(zoo_build, "run_knn", must_not_run)
+    monkeypatch.setattr(zoo_build, "run_finetune", real_finetune)
+    table = zoo_build.ZooBuild(zoo_setup).run([ENTRY])
+
+    row = table["entries"][ENTRY]
+    for task in ("knn", "finetune"):
+        results = json.loads(open(row["metrics"][task]["metrics_files"][0]).read())
+        assert row["metrics"][task]["values"] == [results[zoo_build.HEADLINE[task]]]
+    chosen = json.loads((zoo_setup.root / "state.json").read_text())[f"{ENTRY}/seed0/finetune"]["results"]["chosen"]
+    assert chosen["blr"] in (5e-4, 1e-3)
+    baseline = table["baselines"][f"baselines/{TINY_ARCH}-cifar10/finetune"]
+    assert json.loads(open(baseline["metrics_file"]).read())["last_top1"] == baseline["value"]
+
+    # the card (copied for model_cards/) holds the test-split numbers only, never the validation-carve runs
+    card = (zoo_setup.cards_dir / f"{ENTRY}.md").read_text()
+    record = json.loads((zoo_setup.root / ENTRY / "seed0" / "pretrain" / "export" / "mimzoo.json").read_text())
+    assert sorted((r["task"], r["split"]) for r in record["results"]) == [("finetune", "test"), ("knn", "test")]
+    assert "model-index" in card
+    shipped = json.loads(zoo_setup.results_file.read_text())
+    assert shipped["entries"][ENTRY]["knn"] == row["metrics"]["knn"]["mean"]
+    assert "smoke" in (zoo_setup.root / "results.md").read_text()
+
+
+def test_unknown_entry_and_missing_data(zoo_setup, cli, tmp_path):
+    result = cli("zoo", "build", "mae-vit-base-in1k", "--root", tmp_path / "z")
+    assert result.exit_code == 1 and "not a zoo entry mimzoo builds" in result.output
+    result = cli("zoo", "build", ENTRY, "--root", tmp_path / "z", "--data-dir", tmp_path / "nowhere", "--smoke")
+    assert result.exit_code == 1 and "--data-dir" in result.output and "Traceback" not in result.output
