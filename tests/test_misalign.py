@@ -220,6 +220,7 @@ def test_misalign_pretrain_logs_both_losses_and_exports_a_plain_timm_backbone(cl
     assert result.exit_code == 0, result.output
     config = json.loads((out / "config.json").read_text())
     assert (config["method"], config["degradation"], config["crop"]) == ("misalign", "zoom-in", "rrc")
+    assert (config["min_lr"], config["no_weight_decay"]) == (1e-5, ["*pos_embed", "*cls_token", "*mask_token"])
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines] == [1, 2]
     assert all(math.isfinite(line["loss_centre"]) and math.isfinite(line["loss_ring"]) for line in lines)

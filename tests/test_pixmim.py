@@ -91,6 +91,7 @@ def test_pixmim_pretrain_runs_and_exports_a_plain_timm_backbone(cli, npz_pack, t
     assert result.exit_code == 0, result.output
     config = json.loads((out / "config.json").read_text())
     assert (config["method"], config["crop"], config["target"]) == ("pixmim", "src", "lowpass")
+    assert (config["min_lr"], config["no_weight_decay"]) == (0.0, ["*pos_embed", "*cls_token", "*mask_token"])
     exported = json.loads((out / "export" / "config.json").read_text())
     assert exported["pretrained_cfg"]["tag"].startswith("mimzoo_pixmim_")
     check = run_python(PLAIN_TIMM_CHECK, str(out / "export"), str(tmp_path / "f.pt"))

@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 
 
 MAE_MASK_RATIO = 0.75
+MAE_BLR = 1.5e-4  # MAE's PRETRAIN.md, and the OpenMMLab configs' 1.5e-4 x 4096 / 256
+# OpenMMLab's paramwise_cfg (PixMIM, MFF) and Beyond Masking's no_weight_decay(): tokens and positions take no decay.
+# Official MAE and LocalMIM pass no such list: only 1-D parameters and biases are excluded there.
+TOKENS_AND_POSITIONS = ("*pos_embed", "*cls_token", "*mask_token")
 
 
 def _image_size(arch: Arch, cfg: PretrainConfig) -> int:
@@ -35,7 +39,9 @@ class MethodSpec:
     degradation: the default ``--degradation`` (None: the method takes none); view_size: (arch, resolved
     config) -> side of the data view in px, when the model takes views larger than the encoder's input;
     targets: the ``--target`` values it accepts; resolve: fills method options whose default depends on the arch
-    or target into the config (after crop and target; MAE's mask ratio 0.75 fills in after it)."""
+    or target into the config (after crop and target; MAE's mask ratio 0.75 fills in after it); blr, min_lr and
+    no_weight_decay: the reference recipe's base lr, final lr and name patterns kept out of weight decay (besides
+    1-D parameters and biases, which never take it)."""
 
     build: Callable[[Arch, PretrainConfig], Pretrainer]
     crop: str
@@ -45,6 +51,9 @@ class MethodSpec:
     view_size: Callable[[Arch, PretrainConfig], int] = _image_size
     targets: tuple[str, ...] = IMAGE_TARGETS
     resolve: Callable[[PretrainConfig], None] | None = None
+    blr: float = MAE_BLR
+    min_lr: float = 0.0
+    no_weight_decay: tuple[str, ...] = ()
 
 
 def _mae_options(arch: Arch, cfg: PretrainConfig) -> dict[str, Any]:
@@ -89,16 +98,18 @@ def _localmim_options(cfg: PretrainConfig) -> None:
 METHODS: dict[str, MethodSpec] = {
     "mae": MethodSpec(_mae, crop="rrc", paper="arXiv:2111.06377"),
     # PixMIM = MAE + low-pass target + simple resized crop; --target / --crop ablate each part
-    "pixmim": MethodSpec(_mae, crop="src", paper="arXiv:2303.02416", target="lowpass"),
+    "pixmim": MethodSpec(_mae, crop="src", paper="arXiv:2303.02416", target="lowpass",
+                         no_weight_decay=TOKENS_AND_POSITIONS),
     # MFF = MAE whose decoder reads a fusion of several encoder levels; it uses PixMIM's crop, not its target
-    "mff": MethodSpec(_mff, crop="src", paper="arXiv:2308.00261", resolve=_mff_layers),
+    "mff": MethodSpec(_mff, crop="src", paper="arXiv:2308.00261", resolve=_mff_layers,
+                      no_weight_decay=TOKENS_AND_POSITIONS),
     # Beyond Masking = MAE's masking + an input degradation; zoom-in (a ~9/7 larger view) is the paper's best
     "misalign": MethodSpec(_misalign, crop="rrc", paper="arXiv:2203.14313", degradation="zoom-in",
                            view_size=lambda arch, cfg: view_size_for(cfg.degradation, arch.img_size),
-                           resolve=_degradation_mask_ratio),
+                           resolve=_degradation_mask_ratio, min_lr=1e-5, no_weight_decay=TOKENS_AND_POSITIONS),
     # LocalMIM = MAE's masking, with 4 encoder taps each decoded at its own scale (HOG or norm-pix regions)
     "localmim": MethodSpec(_localmim, crop="rrc", paper="arXiv:2303.05251", target="hog",
-                           targets=LOCALMIM_TARGETS, resolve=_localmim_options),
+                           targets=LOCALMIM_TARGETS, resolve=_localmim_options, blr=2e-4, min_lr=1e-6),
 }
 
 
@@ -109,9 +120,14 @@ def get_method(name: str) -> MethodSpec:
 
 
 def resolve_defaults(cfg: PretrainConfig) -> PretrainConfig:
-    """Fill the method's default crop, target, degradation, mask ratio and arch-dependent options
-    (``spec.resolve``) into the config, so the saved config says what ran."""
+    """Fill the method's default crop, target, degradation, mask ratio, recipe (blr, min_lr, no-weight-decay
+    patterns) and arch-dependent options (``spec.resolve``) into the config, so the saved config says what ran.
+    Only unset (None) options are filled: a value the user gave, or a resumed run's, stays."""
     spec = get_method(cfg.method)
+    cfg.blr = spec.blr if cfg.blr is None else cfg.blr
+    cfg.min_lr = spec.min_lr if cfg.min_lr is None else cfg.min_lr
+    if cfg.no_weight_decay is None:
+        cfg.no_weight_decay = list(spec.no_weight_decay)
     cfg.crop = cfg.crop or spec.crop
     cfg.target = cfg.target or spec.target
     if cfg.target not in spec.targets:
