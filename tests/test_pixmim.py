@@ -72,13 +72,15 @@ def test_bad_target_options(target, radius, message):
         image_filter(target, 32, radius)
 
 
-def test_src_keeps_aspect_and_spans_the_short_side():
-    # a 60x40 image whose pixels encode their coordinates
-    y, x = np.mgrid[0:40, 0:60]
-    img = Image.fromarray(np.stack([x * 4, y * 6, np.zeros_like(x)], -1).astype(np.uint8))
-    resized = np.pad(np.asarray(img.resize((48, 32), Image.BILINEAR)), ((4, 4), (4, 4), (0, 0)), mode="reflect")
+@pytest.mark.parametrize("width,resized_width", [(60, 48), (91, 72)])  # 91 * 32 / 40 = 72.8: 72, not 73
+def test_src_keeps_aspect_and_spans_the_short_side(width, resized_width):
+    # a width x 40 image whose pixels encode their coordinates; torchvision's Resize(32) truncates the long side
+    y, x = np.mgrid[0:40, 0:width]
+    img = Image.fromarray(np.stack([x * 2, y * 6, np.zeros_like(x)], -1).astype(np.uint8))
+    resized = np.asarray(img.resize((resized_width, 32), Image.BILINEAR))
+    resized = np.pad(resized, ((4, 4), (4, 4), (0, 0)), mode="reflect")
     src = SimpleResizedCropFlip(32)
-    windows = [resized[top : top + 32, left : left + 32] for top in range(9) for left in range(25)]
+    windows = [resized[top : top + 32, left : left + 32] for top in range(9) for left in range(resized_width - 23)]
     for seed in range(20):
         view = src(img, torch.Generator().manual_seed(seed)).permute(1, 2, 0).numpy()
         # each view is an unscaled window of the short-side-resized image (possibly flipped)
