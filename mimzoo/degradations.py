@@ -6,8 +6,9 @@ device, per sample, so a resumed run continues exactly and nothing loops over im
 
 The reference (sunsmarterjie/beyond_masking) has one folder per degradation, and their masking differs: zoomed-in
 and zoomed-out mask 75% of the tokens (their code fails unmasked), while distorted, blurred and decolorized encode
-every token and take the loss on all of them (decolorized defaults to --mask_ratio 0.0; the other two default to
-0.75 but never mask). ``MASK_RATIOS`` holds those defaults.
+every token (decolorized defaults to --mask_ratio 0.0; the other two default to 0.75 but never mask); distorted and
+decolorized take the loss on every token, as mimzoo does for all three (blurred's loss on the masked tokens only
+cannot run against its unmasked prediction). ``MASK_RATIOS`` holds those defaults.
 """
 
 from __future__ import annotations

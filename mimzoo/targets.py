@@ -82,27 +82,31 @@ def lowpass_radius(img_size: int) -> float:
 
 @lru_cache(maxsize=16)
 def lowpass_mask(height: int, width: int, radius: float, device: torch.device) -> torch.Tensor:
-    """(H, W) ideal circular low-pass in fftshift-ed coordinates, centred on the DC bin.
+    """(H, W) PixMIM's ideal circular low-pass in fftshift-ed coordinates, as the reference builds it: 1 where
+    (i - (H-1)/2)^2 + (j - (W-1)/2)^2 <= radius^2, else 0.
 
-    The reference centres the circle half a bin off DC ((H-1)/2); centring it on DC keeps the filter
-    conjugate-symmetric, so it passes the spectrum inside the radius unchanged and removes all of it outside.
+    For even sizes the centre lies half a bin before DC on both axes, so the circle is not symmetric about DC
+    (5024 bins at 224 px / r = 40, 112 at 32 px / r = 40 * 32 / 224): frequencies f and -f can fall on opposite
+    sides of it, and the filtered image is complex, which is why the reference keeps its modulus.
     """
-    rows = torch.arange(height, device=device) - height // 2
-    cols = torch.arange(width, device=device) - width // 2
-    return (rows[:, None] ** 2 + cols[None, :] ** 2 <= radius**2).float()
+    rows = torch.arange(height, dtype=torch.float64) - (height - 1) / 2  # built in fp64 on the CPU, as the
+    cols = torch.arange(width, dtype=torch.float64) - (width - 1) / 2  # reference's Python floats, then moved
+    return (rows[:, None] ** 2 + cols[None, :] ** 2 <= radius**2).float().to(device)
 
 
 def lowpass_filter(images: torch.Tensor, radius: float) -> torch.Tensor:
     """PixMIM's low-frequency target: (B, 3, H, W) normalised -> low-passed, normalised again.
 
-    De-normalise to RGB, per-channel 2-D FFT, ideal circular low-pass, inverse FFT and modulus (as the
-    reference), re-normalise. Runs in fp32 on the images' device, even under autocast.
+    De-normalise to RGB, per-channel 2-D FFT, the reference's circular mask (:func:`lowpass_mask`), inverse FFT,
+    modulus, re-normalise. Runs in fp32 on the images' device, even under autocast.
     """
     device = images.device
     mean, std = imagenet_stats(device)
     with torch.autocast(device.type, enabled=False):
         rgb = images.float() * std + mean
-        # the mask in the FFT's own layout spares shifting the spectrum there and back every step
+        # The reference masks the fftshift-ed spectrum and inverse-transforms it unshifted; that only multiplies
+        # the result by a unit-modulus phase ramp, so masking in the FFT's own layout gives the same modulus
+        # without shifting the spectrum every step.
         mask = torch.fft.ifftshift(lowpass_mask(*rgb.shape[-2:], radius, device))
         low = torch.fft.ifft2(torch.fft.fft2(rgb) * mask).abs()
         return (low - mean) / std

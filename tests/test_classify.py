@@ -70,7 +70,7 @@ def test_lars_steps_are_maes(weight_decay):
     expected = [t.detach().clone() for t in (w, zero, b)]
     momenta = [torch.zeros_like(t) for t in expected]
     for step_grads in grads:
-        for param, grad in zip((w, zero, b), step_grads):
+        for param, grad in zip((w, zero, b), step_grads, strict=True):
             param.grad = grad.to(torch.float64)
         for i, grad in enumerate(step_grads):
             d = grad.to(torch.float64)
@@ -81,7 +81,7 @@ def test_lars_steps_are_maes(weight_decay):
             momenta[i] = 0.9 * momenta[i] + d
             expected[i] = expected[i] - lr * momenta[i]
         optimizer.step()
-        for param, want in zip((w, zero, b), expected):
+        for param, want in zip((w, zero, b), expected, strict=True):
             torch.testing.assert_close(param.detach(), want, rtol=1e-12, atol=1e-15)
 
 

@@ -86,8 +86,10 @@ def test_card_metadata_round_trips_and_results_fill_the_model_index(export_copy)
     assert json.loads((export_copy / "mimzoo.json").read_text())["results"][-1]["value"] == 42.5
     for text in ("| mask_ratio | 0.75 |", "| optimizer steps | 5 |", 'timm.create_model("hf-hub:ORG/NAME"',
                  'smp.DPT(encoder_name="tu-hf-hub:ORG/NAME"', "mimzoo pull ORG/NAME",
-                 "Masked Autoencoders Are Scalable Vision Learners", "| Linear probing | cifar10 | test | accuracy |"):
+                 "Masked Autoencoders Are Scalable Vision Learners", "| Linear probing | cifar10 | test | accuracy |",
+                 "## Deviations from the reference code", "- Mixed precision is bf16 autocast on CUDA"):
         assert text in card.text
+    assert "HOG cell" not in card.text  # MAE's card lists the common deviations only
 
     with pytest.raises(MimzooError, match="unknown task 'detect'"):
         add_result(export_copy, "detect", "coco", "map", 1.0)

@@ -162,6 +162,7 @@ def test_hog_options_are_recorded_and_travel_with_the_checkpoint(cli, npz_pack, 
     assert result.exit_code == 0, result.output
     config = json.loads((out / "config.json").read_text())
     assert (config["hog_bins"], config["hog_bias"]) == (18, True)
+    assert (config["blr"], config["min_lr"], config["no_weight_decay"]) == (1e-3, 1e-6, [])  # --blr given, min_lr not
     model, _, state = load_run(out)
     assert torch.equal(model.hog_bias, state["model"]["hog_bias"]) and model.heads[0][-1].out_channels == 54
     line = error_line(cli("pretrain", "--resume", "--out", out, "--hog-bins", "9", "--epochs", "2"))

@@ -83,3 +83,28 @@ def test_arch_model_args():
     assert get_arch("vit_base_patch16_224").model_args == {}
     assert get_arch("vit_small_patch2_32").model_args == {"img_size": 32, "patch_size": 2}
     assert get_arch("vit_huge_patch14_224").timm_name == "vit_huge_patch14_224"
+
+
+# What the official code computes (facebookresearch/mae models_mae.py @efb2a80, run side by side in fp64 with the
+# weights, input and mask noise below; docs/parity.md): its loss and the norms of four of its gradients.
+OFFICIAL_LOSS = 0.9820662568664439
+OFFICIAL_GRAD_NORMS = {"encoder.patch_embed.proj.weight": 1.3459332911267058e-06,
+                       "encoder.cls_token": 8.012986850364263e-07,
+                       "decoder.mask_token": 0.0012904495513300746,
+                       "encoder.blocks.11.mlp.fc2.weight": 1.4503440677664003e-06}
+
+
+def test_loss_and_gradients_are_the_official_codes():
+    model = MAE(get_arch(TINY_ARCH)).double()
+    with torch.no_grad():  # weights from their names' order, whatever the initialisation draws
+        for i, (_, p) in enumerate(sorted(model.named_parameters())):
+            if p.requires_grad:
+                p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(i), dtype=torch.float64) * 0.05)
+    images = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    torch.manual_seed(5)  # the mask noise: the official forward draws torch.rand(N, L) first too
+    out = model(images)
+    out.loss.backward()
+    assert out.loss.item() == pytest.approx(OFFICIAL_LOSS, rel=1e-12)
+    params = dict(model.named_parameters())
+    for name, norm in OFFICIAL_GRAD_NORMS.items():
+        assert params[name].grad.norm().item() == pytest.approx(norm, rel=1e-9), name

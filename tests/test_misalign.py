@@ -26,7 +26,7 @@ from mimzoo.degradations import (
 )
 from mimzoo.engine.config import PretrainConfig
 from mimzoo.errors import MimzooError
-from mimzoo.methods import resolve_defaults
+from mimzoo.methods import deviations, resolve_defaults
 from mimzoo.methods.misalign import Misalign, ring_mse
 from mimzoo.targets import masked_mse, norm_pix_per_channel, patchify, unpatchify
 
@@ -220,17 +220,23 @@ def test_misalign_pretrain_logs_both_losses_and_exports_a_plain_timm_backbone(cl
     assert result.exit_code == 0, result.output
     config = json.loads((out / "config.json").read_text())
     assert (config["method"], config["degradation"], config["crop"]) == ("misalign", "zoom-in", "rrc")
+    assert (config["min_lr"], config["no_weight_decay"]) == (1e-5, ["*pos_embed", "*cls_token", "*mask_token"])
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines] == [1, 2]
     assert all(math.isfinite(line["loss_centre"]) and math.isfinite(line["loss_ring"]) for line in lines)
     exported = json.loads((out / "export" / "config.json").read_text())
     assert exported["pretrained_cfg"]["paper_ids"] == "arXiv:2203.14313"
+    # the card lists the deliberate deviations from the reference, recorded in mimzoo.json from the registry
+    record = json.loads((out / "export" / "mimzoo.json").read_text())
+    assert record["deviations"] == deviations("misalign") and len(record["deviations"]) == 6
+    card = (out / "export" / "README.md").read_text()
+    assert "## Deviations from the reference code" in card and "- The encoder is a timm ViT with a cls token" in card
     check = run_python(PLAIN_TIMM_CHECK, str(out / "export"), str(tmp_path / "f.pt"))
     assert check.returncode == 0, check.stderr
 
 
 # The reference's folders: zoomed-in and zoomed-out mask 75% (their --mask_ratio default; their code fails at 0);
-# distorted and blurred default to 0.75 but their encoders never mask and their losses cover every token;
+# distorted and blurred default to 0.75 but their encoders never mask (distorted's loss covers every token);
 # decolorized defaults to 0.0 and never masks either.
 @pytest.mark.parametrize("name,ratio", [("zoom-in", 0.75), ("zoom-out", 0.75), ("distort", 0.0), ("blur", 0.0),
                                         ("decolor", 0.0)])

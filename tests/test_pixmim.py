@@ -22,17 +22,31 @@ def wave(size: int, fy: int, fx: int) -> torch.Tensor:
     return torch.cos(2 * math.pi * (fy * i + fx * j) / size).float()
 
 
-def test_lowpass_keeps_the_spectrum_inside_the_radius_and_removes_the_rest():
-    size, radius = 32, 6.0
-    low = 0.5 + 0.15 * wave(size, 2, 3)  # |f| = 3.6: inside
-    high = 0.1 * wave(size, 9, 8)  # |f| = 12: outside
-    rgb = (low + high).expand(1, 3, size, size)
+@pytest.mark.parametrize("size,bins", [(224, 5024), (32, 112)])
+def test_lowpass_mask_keeps_the_references_bins(size, bins):
+    # mmselfsup LowFreqTargetGenerator: a circle of radius 40 (scaled with the image) centred at ((H-1)/2, (W-1)/2)
+    # of the fftshift-ed spectrum; a DC-centred circle would keep 5025 and 101 bins
+    mask = lowpass_mask(size, size, lowpass_radius(size), torch.device("cpu"))
+    assert mask.sum() == bins
+    assert torch.equal(mask, mask.flip(0, 1))  # symmetric about the half-integer centre, not about DC (size / 2)
+    reach = int(lowpass_radius(size) + 0.5)  # rows from DC along the DC column: DC - reach is in, DC + reach out
+    assert (mask[size // 2 - reach, size // 2], mask[size // 2 + reach, size // 2]) == (1, 0)
+
+
+def test_lowpass_is_the_references_on_known_waves():
+    size, radius = 32, lowpass_radius(32)  # 5.71: the CIFAR zoo's regime
+    i, j = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    phase = 2 * math.pi * (5 * i + 2 * j) / size
+    both_in = 0.1 * wave(size, 2, 1)  # spectral peaks of (2, 1) at distances 1.6 and 2.9 from the centre: kept
+    both_out = 0.1 * wave(size, 9, 8)  # (9, 8): both peaks outside: removed
+    # (5, 2): the peak at -f (distance 4.7) is inside, the one at +f (6.0) outside, so the reference's target is
+    # |0.5 + 0.1 e^{-i phase}| = sqrt(0.25 + 0.01 + 0.1 cos(phase)), not the wave itself
+    one_sided = 0.2 * torch.cos(phase)
+    rgb = (0.5 + both_in + both_out + one_sided).expand(1, 3, size, size)
     out = lowpass_filter((rgb - MEAN) / STD, radius) * STD + MEAN
-    inside = torch.fft.ifftshift(lowpass_mask(size, size, radius, torch.device("cpu"))).bool()
-    spec_in, spec_out = torch.fft.fft2(rgb), torch.fft.fft2(out)
-    assert spec_out[..., ~inside].abs().max() < 1e-3 * spec_in.abs().max()
-    assert torch.allclose(spec_out[..., inside], spec_in[..., inside], atol=1e-2)
-    assert torch.allclose(out, low.expand_as(out), atol=1e-4)
+    expected = ((0.5 + both_in + 0.1 * torch.exp(-1j * phase)).abs()).expand_as(out)
+    assert torch.allclose(out, expected.float(), atol=1e-5)
+    assert (out - (0.5 + both_in + one_sided)).abs().max() > 0.05  # a DC-centred filter would keep the wave
 
 
 def test_lowpass_is_fp32_under_autocast_and_leaves_the_input_alone():
@@ -58,13 +72,15 @@ def test_bad_target_options(target, radius, message):
         image_filter(target, 32, radius)
 
 
-def test_src_keeps_aspect_and_spans_the_short_side():
-    # a 60x40 image whose pixels encode their coordinates
-    y, x = np.mgrid[0:40, 0:60]
-    img = Image.fromarray(np.stack([x * 4, y * 6, np.zeros_like(x)], -1).astype(np.uint8))
-    resized = np.pad(np.asarray(img.resize((48, 32), Image.BILINEAR)), ((4, 4), (4, 4), (0, 0)), mode="reflect")
+@pytest.mark.parametrize("width,resized_width", [(60, 48), (91, 72)])  # 91 * 32 / 40 = 72.8: 72, not 73
+def test_src_keeps_aspect_and_spans_the_short_side(width, resized_width):
+    # a width x 40 image whose pixels encode their coordinates; torchvision's Resize(32) truncates the long side
+    y, x = np.mgrid[0:40, 0:width]
+    img = Image.fromarray(np.stack([x * 2, y * 6, np.zeros_like(x)], -1).astype(np.uint8))
+    resized = np.asarray(img.resize((resized_width, 32), Image.BILINEAR))
+    resized = np.pad(resized, ((4, 4), (4, 4), (0, 0)), mode="reflect")
     src = SimpleResizedCropFlip(32)
-    windows = [resized[top : top + 32, left : left + 32] for top in range(9) for left in range(25)]
+    windows = [resized[top : top + 32, left : left + 32] for top in range(9) for left in range(resized_width - 23)]
     for seed in range(20):
         view = src(img, torch.Generator().manual_seed(seed)).permute(1, 2, 0).numpy()
         # each view is an unscaled window of the short-side-resized image (possibly flipped)
@@ -77,6 +93,7 @@ def test_pixmim_pretrain_runs_and_exports_a_plain_timm_backbone(cli, npz_pack, t
     assert result.exit_code == 0, result.output
     config = json.loads((out / "config.json").read_text())
     assert (config["method"], config["crop"], config["target"]) == ("pixmim", "src", "lowpass")
+    assert (config["min_lr"], config["no_weight_decay"]) == (0.0, ["*pos_embed", "*cls_token", "*mask_token"])
     exported = json.loads((out / "export" / "config.json").read_text())
     assert exported["pretrained_cfg"]["tag"].startswith("mimzoo_pixmim_")
     check = run_python(PLAIN_TIMM_CHECK, str(out / "export"), str(tmp_path / "f.pt"))

@@ -76,6 +76,8 @@ def test_resume_extends_a_finished_run(finished_run, cli, tmp_path):
     result = cli("pretrain", "--resume", "--out", out, "--epochs", "2")
     assert result.exit_code == 0, result.output
     assert "resumed" in result.output and torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 10
+    config = json.loads((out / "config.json").read_text())
+    assert (config["epochs"], config["blr"], config["min_lr"], config["no_weight_decay"]) == (2, 1e-3, 0.0, [])
 
 
 def error_line(result) -> str:

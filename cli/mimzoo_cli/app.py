@@ -45,9 +45,13 @@ def pretrain(
     epochs: Annotated[int | None, typer.Option(help="Epochs (MAE recipe: 400-1600).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Images per process per micro-batch.")] = None,
     accum: Annotated[int | None, typer.Option(help="Micro-batches accumulated per optimizer step.")] = None,
-    blr: Annotated[float | None, typer.Option(help="Base lr; lr = blr x effective batch / 256.")] = None,
+    blr: Annotated[float | None, typer.Option(
+        help="Base lr; lr = blr x effective batch / 256 (default: the method's reference, 1.5e-4; localmim "
+        "2e-4).")] = None,
     warmup_epochs: Annotated[int | None, typer.Option(help="Linear warm-up epochs before the cosine.")] = None,
-    min_lr: Annotated[float | None, typer.Option(help="Learning rate at the end of the cosine.")] = None,
+    min_lr: Annotated[float | None, typer.Option(
+        help="Learning rate at the end of the cosine (default: the method's reference, 0; localmim 1e-6, "
+        "misalign 1e-5).")] = None,
     mask_ratio: Annotated[float | None, typer.Option(
         help="Fraction of patches masked (default 0.75; misalign: the reference's for the degradation).")] = None,
     norm_pix_loss: Annotated[

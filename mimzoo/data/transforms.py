@@ -67,8 +67,9 @@ class SimpleResizedCropFlip:
         self.size, self.padding = size, padding
 
     def __call__(self, img: Image.Image, gen: torch.Generator) -> torch.Tensor:
-        scale = self.size / min(img.width, img.height)
-        new_size = (max(self.size, round(img.width * scale)), max(self.size, round(img.height * scale)))
+        # torchvision's Resize(size): the short side to size, the long side truncated (int, not round)
+        short = min(img.width, img.height)
+        new_size = tuple(max(self.size, int(self.size * side / short)) for side in (img.width, img.height))
         pixels = np.asarray(img.resize(new_size, Image.BILINEAR), dtype=np.uint8)
         pad = self.padding
         pixels = np.pad(pixels, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")

@@ -22,9 +22,12 @@ class PretrainConfig:
     warmup_epochs: int = 40
     batch_size: int = 64  # per process; effective batch = batch_size x accum x world size
     accum: int = 1
-    blr: float = 1.5e-4  # lr = blr x effective batch / 256
-    min_lr: float = 0.0
+    blr: float | None = None  # lr = blr x effective batch / 256; None = the method's reference value, filled in
+    min_lr: float | None = None  # end of the cosine; None = the method's reference value, filled in
     weight_decay: float = 0.05
+    # parameter-name patterns kept out of weight decay besides 1-D parameters and biases; None = the method's
+    # reference rule, filled in (not a CLI option: config.json records what ran)
+    no_weight_decay: list[str] | None = None
     clip_grad: float | None = None
     mask_ratio: float | None = None  # None = 0.75, or for misalign the reference's for the degradation
     crop: str | None = None  # data view: rrc | src; None = the method's default
@@ -70,6 +73,7 @@ class PretrainConfig:
             (self.hog_bins is None or self.hog_bins >= 2,
              "--hog-bins must be 2 or more (the paper's: 9, or 18 for ViT-L)"),
             (self.blr > 0, "--blr must be positive"),
+            (self.min_lr >= 0, "--min-lr must be 0 or more"),
             (self.workers >= 0, "--workers must be 0 or more"),
             (self.log_every >= 1 and self.ckpt_every >= 1, "--log-every and --ckpt-every must be at least 1"),
         ]

@@ -35,7 +35,9 @@ from mimzoo.errors import MimzooError
 from mimzoo.hub.export import export_run
 from mimzoo.methods import Pretrainer, get_method, resolve_defaults
 
-NO_WEIGHT_DECAY = ("*pos_embed", "*cls_token", "*reg_token", "*mask_token")
+# the list every method used before config.json recorded one; a resumed older run keeps it (its optimizer state
+# was saved in these groups)
+LEGACY_NO_WEIGHT_DECAY = ["*pos_embed", "*cls_token", "*reg_token", "*mask_token"]
 
 
 @dataclass
@@ -77,6 +79,8 @@ def resolve_run_config(cfg: PretrainConfig, resume: bool, explicit: set[str]) ->
     if not ckpt_path.exists():
         raise MimzooError(f"no checkpoint to resume in {cfg.out}; drop --resume to start a new run there")
     saved = PretrainConfig.from_dict(load_checkpoint(ckpt_path, torch.device("cpu"))["config"])
+    if saved.no_weight_decay is None:
+        saved.no_weight_decay = list(LEGACY_NO_WEIGHT_DECAY)
     for key in RUN_IDENTITY:
         if key in explicit and getattr(cfg, key) != getattr(saved, key):
             raise MimzooError(
@@ -87,6 +91,12 @@ def resolve_run_config(cfg: PretrainConfig, resume: bool, explicit: set[str]) ->
         setattr(saved, key, getattr(cfg, key))
     saved.out = cfg.out
     return saved
+
+
+def weight_decay_groups(model: torch.nn.Module, cfg: PretrainConfig) -> list[dict[str, Any]]:
+    """AdamW's parameter groups: ``cfg.weight_decay`` on every trainable parameter but 1-D ones, biases and names
+    matching ``cfg.no_weight_decay`` (fnmatch patterns), which take none."""
+    return param_groups_weight_decay(model, cfg.weight_decay, no_weight_decay_list=cfg.no_weight_decay)
 
 
 def pretrain(cfg: PretrainConfig, resume: bool = False, explicit: set[str] | None = None,
@@ -121,8 +131,8 @@ class _Trainer:
         self.method: Pretrainer = spec.build(arch, cfg).to(ctx.device)
         if cfg.init_from and not (self.run_dir / CHECKPOINT).exists():
             reporter.message(init_from(ctx, self.method, cfg))
-        groups = param_groups_weight_decay(self.method, cfg.weight_decay, no_weight_decay_list=NO_WEIGHT_DECAY)
-        self.optimizer = torch.optim.AdamW(groups, lr=self.schedule.lr, betas=(0.9, 0.95))
+        self.optimizer = torch.optim.AdamW(weight_decay_groups(self.method, cfg), lr=self.schedule.lr,
+                                           betas=(0.9, 0.95))
         self.scheduler = warmup_cosine(self.optimizer, cfg.epochs, cfg.warmup_epochs,
                                        self.schedule.steps_per_epoch, cfg.min_lr)
         self.step, self.skipped = 0, 0
@@ -180,7 +190,7 @@ class _Trainer:
         self.reporter.message(
             f"{cfg.method} {cfg.arch} on {cfg.data} ({len(self.dataset)} images): effective batch "
             f"{cfg.batch_size} x accum {cfg.accum} x {self.ctx.world_size} processes = {sched.effective_batch}, "
-            f"lr = blr {cfg.blr:g} x {sched.effective_batch}/256 = {sched.lr:.3g}, "
+            f"lr = blr {cfg.blr:g} x {sched.effective_batch}/256 = {sched.lr:.3g} (cosine to {cfg.min_lr:g}), "
             f"{sched.steps_per_epoch} steps/epoch, "
             f"{cfg.epochs} epochs, device {self.ctx.device}"
         )

@@ -72,6 +72,7 @@ def render_card(config: dict[str, Any], record: dict[str, Any], weights: Path) -
         license=record["license"],
         results=[{**row, "task": TASKS[row["task"]][1]} for row in record["results"]],
         recipe=recipe_rows(record),
+        deviations=record.get("deviations", []),
         repo=repo_id or "ORG/NAME",
         pushed=repo_id is not None,
         citation=citation(paper) if paper else "",

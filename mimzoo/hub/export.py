@@ -26,7 +26,7 @@ from mimzoo.errors import MimzooError, one_line
 from mimzoo.hub.card import write_record
 from mimzoo.hub.layout import CONFIG, PRETRAINER, WEIGHTS, read_json, read_record
 from mimzoo.hub.resolve import check_fits
-from mimzoo.methods import Pretrainer, get_method
+from mimzoo.methods import Pretrainer, deviations, get_method
 
 DEFAULT_LICENSE = "cc-by-nc-4.0"  # MAE's code and weights are CC-BY-NC 4.0, as are timm's MAE entries
 # settings of where and how a run ran, not of what it learned: kept out of exports (and off the Hub)
@@ -86,6 +86,7 @@ def export_run(run_dir: Path, out_dir: Path | None = None, dataset: str | None =
         "license": license,
         "repo_id": None,
         "config": {k: v for k, v in cfg.to_dict().items() if k not in RUNTIME_KEYS},
+        "deviations": deviations(cfg.method),  # from the reference code, as this mimzoo version trains
         "pretraining": _pretraining_record(cfg, state["step"], processes, read_metrics(run_dir, state["step"])),
         "results": [],
     }
