@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from mimzoo.engine.checkpoint import atomic_path
+from mimzoo.engine.atomic import atomic_path
 
 METRICS = "metrics.jsonl"
 

@@ -24,7 +24,8 @@ from mimzoo.data.loader import ResumableSampler, ViewDataset, make_loader, norma
 from mimzoo.data.sources import open_source
 from mimzoo.data.transforms import make_view
 from mimzoo.engine import distributed as dist_utils
-from mimzoo.engine.checkpoint import CHECKPOINT, atomic_path, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from mimzoo.engine.atomic import atomic_path
+from mimzoo.engine.checkpoint import CHECKPOINT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from mimzoo.engine.config import PretrainConfig
 from mimzoo.engine.distributed import DistContext
 from mimzoo.engine.init_from import init_from

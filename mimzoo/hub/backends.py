@@ -28,7 +28,7 @@ from huggingface_hub.file_download import repo_folder_name
 from huggingface_hub.utils import httpx
 
 import mimzoo
-from mimzoo.engine.checkpoint import atomic_dir, atomic_path
+from mimzoo.engine.atomic import atomic_dir, atomic_path
 from mimzoo.errors import MimzooError, one_line
 from mimzoo.hub.card import update_record
 from mimzoo.hub.layout import CONFIG, RECORD, WEIGHTS, read_json, require_backbone_folder

@@ -19,7 +19,8 @@ from timm.models import save_for_hf
 import mimzoo
 from mimzoo.archs import Arch, get_arch
 from mimzoo.data.loader import IMAGENET_MEAN, IMAGENET_STD
-from mimzoo.engine.checkpoint import CHECKPOINT, atomic_dir, load_checkpoint
+from mimzoo.engine.atomic import atomic_dir
+from mimzoo.engine.checkpoint import CHECKPOINT, load_checkpoint
 from mimzoo.engine.config import PretrainConfig
 from mimzoo.engine.metrics_log import read_metrics
 from mimzoo.errors import MimzooError, one_line
