@@ -21,6 +21,7 @@ import re
 import secrets
 import shutil
 import socket
+import stat
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -126,8 +127,10 @@ def atomic_dir(path: Path, work_dir: Path | None = None) -> Iterator[Path]:
     tmp = _create(_prepare(path, work_dir), path.name, folder=True)
     try:
         yield tmp
+        file_mode = stat.S_IMODE(tmp.stat().st_mode) & 0o666  # what the umask leaves of a new file's 0666
         for file in tmp.iterdir():
             if file.is_file():
+                os.chmod(file, file_mode)  # some writers ignore the umask (safetensors makes its files 0600)
                 _fsync(file)
         _fsync(tmp)
         _replace_dir(tmp, path)
