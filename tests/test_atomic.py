@@ -110,16 +110,18 @@ def test_a_folder_replace_killed_between_its_renames_is_restored(tmp_path, monke
     assert (export / "model.safetensors").read_text() == "v2"
 
     def killed_between_renames():
-        rename = os.rename
         calls = []
 
-        def rename_then_die(src, dst):
-            calls.append(dst)
-            if len(calls) == 2:
-                die()
-            rename(src, dst)
+        def renaming_then_die(rename):
+            def rename_then_die(src, dst):
+                calls.append(dst)
+                if len(calls) == 2:
+                    die()
+                rename(src, dst)
+            return rename_then_die
 
-        monkeypatch.setattr(os, "rename", rename_then_die)
+        monkeypatch.setattr(os, "rename", renaming_then_die(os.rename))
+        monkeypatch.setattr(os, "replace", renaming_then_die(os.replace))
         with atomic_dir(export) as tmp:
             (tmp / "model.safetensors").write_text("v3")
 
