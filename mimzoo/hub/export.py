@@ -80,8 +80,8 @@ def export_run(run_dir: Path, out_dir: Path | None = None, dataset: str | None =
     license = license or DEFAULT_LICENSE
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "export"
+    previous = previous_export(out_dir)  # before the (slow) checkpoint load: a refused folder stops at once
     model, cfg, state = load_run(run_dir)
-    previous = previous_export(out_dir)
     arch, spec = get_arch(cfg.arch), get_method(cfg.method)
     run_config = run_dir / "config.json"  # the resolved config the run wrote, with its process count
     processes = read_json(run_config).get("world_size", 1) if run_config.is_file() else 1
