@@ -129,7 +129,7 @@ def atomic_dir(path: Path, work_dir: Path | None = None) -> Iterator[Path]:
         yield tmp
         file_mode = stat.S_IMODE(tmp.stat().st_mode) & 0o666  # what the umask leaves of a new file's 0666
         for file in tmp.iterdir():
-            if file.is_file():
+            if file.is_file() and not file.is_symlink():  # a link's target is not the folder's to change
                 os.chmod(file, file_mode)  # some writers ignore the umask (safetensors makes its files 0600)
                 _fsync(file)
         _fsync(tmp)
