@@ -105,3 +105,78 @@ def test_export_of_a_folder_that_is_not_a_run(cli, tmp_path):
     result = cli("export", tmp_path)
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert f"error: {tmp_path} is not a run folder: it has no checkpoint.pt" in result.output
+
+
+def contents(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
+
+
+def test_export_replaces_only_a_previous_export(finished_run, cli, tmp_path):
+    from test_pretrain_cli import error_line
+
+    run = shutil.copytree(finished_run[0], tmp_path / "run")
+    (tmp_path / "thesis").mkdir()
+    (tmp_path / "thesis" / "thesis.tex").write_text("years of work")
+    (tmp_path / "notes.txt").write_text("mine")
+    edited = shutil.copytree(run / "export", tmp_path / "edited")
+    (edited / "notes.md").write_text("my notes on this export")
+    half = shutil.copytree(run / "export", tmp_path / "half")
+    (half / "mimzoo.json").unlink()
+    before = contents(tmp_path)
+    for out, message in [
+        (tmp_path / "thesis", "holds files that are not part of a mimzoo export (thesis.tex): export into a new"),
+        (tmp_path / "notes.txt", "is a file, not a folder"),
+        (run, "is a run folder: export into a new or empty folder (the default is RUN/export)"),
+        (edited, "holds files that are not part of a mimzoo export (notes.md)"),
+        (half, "is not a mimzoo export (it has no mimzoo.json)"),
+    ]:
+        assert error_line(cli("export", run, "--out", out)).startswith(f"error: {out} {message}")
+    assert contents(tmp_path) == before  # nothing deleted, moved or added
+
+    (tmp_path / "empty").mkdir()
+    assert cli("export", run, "--out", tmp_path / "empty").exit_code == 0
+    assert sorted(p.name for p in (tmp_path / "empty").iterdir()) == EXPORT_FILES
+
+    # no message suggests exporting over the folder it names (push of a run folder once suggested --out RUN)
+    line = error_line(cli("push", run, "--repo-id", "org/tiny", "--token", "t"))
+    assert line == (f"error: {run} is a run folder, not an export: use {run / 'export'} (written at the end of "
+                    f"pretraining, or by `mimzoo export {run}`)")
+    line = error_line(cli("push", tmp_path / "thesis", "--repo-id", "org/tiny", "--token", "t"))
+    assert "--out" not in line and "`mimzoo export RUN` writes one to RUN/export" in line
+
+
+def test_re_export_keeps_what_the_previous_export_recorded_about_the_same_weights(finished_run, npz_pack, cli,
+                                                                                   tmp_path):
+    from conftest import tiny_pretrain_args
+    from mimzoo.hub.card import update_record
+
+    run = shutil.copytree(finished_run[0], tmp_path / "run")
+    export = run / "export"
+    add_result(export, "knn", "cifar10", "top1", 30.0, split="val")
+    add_result(export, "segment", "camvid", "miou_macro", 0.25, split="test")
+    update_record(export, lambda record: record.update(repo_id="org/tiny"))
+    recorded = json.loads((export / "mimzoo.json").read_text())
+
+    for command in (["export", run], tiny_pretrain_args(npz_pack, run, "--resume")):  # a finished run re-exports
+        result = cli(*command)
+        assert result.exit_code == 0, result.output
+        assert f"kept the 2 result(s) recorded in {export} (knn cifar10, segment camvid): same encoder weights" in \
+            " ".join(result.output.split())
+        record = json.loads((export / "mimzoo.json").read_text())
+        assert record["results"] == recorded["results"] and record["repo_id"] == "org/tiny"
+        card = ModelCard.load(export / "README.md")
+        assert {(r.task_name, r.metric_value) for r in card.data.eval_results} == {
+            ("k-NN classification", 30.0), ("Semantic segmentation (DPT)", 0.25)}
+        assert 'timm.create_model("hf-hub:org/tiny"' in card.text
+
+    # other weights (a longer run, another run): the results no longer describe them
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    state["model"]["encoder.cls_token"] += 1
+    torch.save(state, run / "checkpoint.pt")
+    result = cli("export", run)
+    assert result.exit_code == 0, result.output
+    assert f"dropped the 2 result(s) recorded in {export} (knn cifar10, segment camvid): they were measured on " \
+        "other encoder weights" in " ".join(result.output.split())
+    record = json.loads((export / "mimzoo.json").read_text())
+    assert record["results"] == [] and record["repo_id"] == "org/tiny"
+    assert ModelCard.load(export / "README.md").data.eval_results is None

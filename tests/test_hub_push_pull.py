@@ -152,3 +152,50 @@ def test_an_unexpected_crash_during_push_prints_no_token(export):
     result = run_python(CRASHING_PUSH, str(export), TOKEN)
     assert result.returncode != 0 and "connection reset" in result.stderr
     assert TOKEN not in result.stdout + result.stderr
+
+
+def tree(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+def test_revisions_and_repo_ids_never_lead_outside_the_destination(export, hf_cache, cli, tmp_path):
+    from mimzoo.errors import MimzooError
+    from mimzoo.hub import locate_backbone
+
+    shared = tmp_path / "a" / "b" / "shared"
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    before = tree(tmp_path)
+    for bad, why in [("../../../x", "it holds '..'"), (str(victim), "it starts with '/'"), ("-x", "starts with '-'"),
+                     ("v1.lock", "ends with '.lock'"), ("a\\b", "one of ~ ^ : ? * [ \\"), ("x@{1}", "'@{'"),
+                     ("a//b", "'//'"), (".git", "starts with '.'"), ("", "it is empty")]:
+        line = error_line(cli("push", export, "--repo-id", "lab/tiny", "--backend-dir", shared, "--revision", bad))
+        assert line.startswith(f"error: {bad!r} is not a valid revision (") and why in line, line
+    for bad in ["../../../x", "/abs"]:
+        line = error_line(cli("pull", f"lab/tiny@{bad}", "--backend-dir", shared))
+        assert line.startswith(f"error: {bad!r} is not a valid revision"), line
+        with pytest.raises(MimzooError, match="is not a valid revision"):
+            locate_backbone(f"hf-hub:lab/tiny@{bad}")
+    assert "error: '../x' is not a Hub repo id: use ORG/NAME" in error_line(
+        cli("push", export, "--repo-id", "../x", "--backend-dir", shared))
+    assert tree(tmp_path) == before and victim.read_text() == "keep me"
+
+    # valid names with a slash still work, and land inside the folder
+    assert cli("push", export, "--repo-id", "lab/tiny", "--backend-dir", shared, "--revision", "team/v1").exit_code == 0
+    assert (shared / "models--lab--tiny" / "refs" / "team" / "v1").is_file()
+    assert cli("pull", "lab/tiny@team/v1", "--backend-dir", shared).exit_code == 0
+    assert (hf_cache / "models--lab--tiny" / "refs" / "team" / "v1").is_file()
+
+
+def test_the_local_backend_writes_only_inside_its_folder(export, tmp_path):
+    from mimzoo.errors import MimzooError
+
+    shared = tmp_path / "shared"
+    (shared / "models--lab--tiny").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (shared / "models--lab--tiny" / "refs").symlink_to(tmp_path / "elsewhere")  # planted in a shared folder
+    with pytest.raises(MimzooError, match=r"refs/main is outside .*shared: mimzoo writes only inside"):
+        write_snapshot(shared, "lab/tiny", "main", export)
+    assert list((tmp_path / "elsewhere").iterdir()) == []
+    with pytest.raises(MimzooError, match="is not a snapshot id"):
+        write_snapshot(shared, "lab/other", "main", export, commit="a/b")

@@ -159,3 +159,34 @@ def test_version(cli):
 
     result = cli("--version")
     assert result.exit_code == 0 and result.output.strip() == f"mimzoo {__version__}"
+
+
+def test_a_run_killed_before_its_first_checkpoint_starts_its_metrics_log_again(finished_run, cli, npz_pack, tmp_path):
+    import shutil
+
+    out = tmp_path / "killed"
+    out.mkdir()
+    shutil.copy(finished_run[0] / "config.json", out)  # what a run killed at step 2 leaves: config and 2 log lines
+    (out / "metrics.jsonl").write_text("".join((finished_run[0] / "metrics.jsonl").read_text().splitlines(True)[:2]))
+    result = cli(*tiny_pretrain_args(npz_pack, out, "--log-every", "1", "--batch-size", "20"))  # 2 steps
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_a_new_run_never_takes_over_files_mimzoo_did_not_write(cli, npz_pack, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.json").write_text('{"lr": 0.1}')
+    line = error_line(cli(*tiny_pretrain_args(npz_pack, mine)))
+    assert line == f"error: {mine / 'config.json'} was not written by mimzoo pretrain; choose a new --out (a run " \
+        "writes its own)"
+    (mine / "config.json").unlink()
+    (mine / "metrics.jsonl").write_text('{"step": 1}\n')
+    line = error_line(cli(*tiny_pretrain_args(npz_pack, mine)))
+    assert f"{mine / 'metrics.jsonl'} was not written by a mimzoo run (it has no config.json beside it)" in line
+    (mine / "metrics.jsonl").unlink()
+    (mine / "export").mkdir()
+    (mine / "export" / "plan.txt").write_text("my plan")  # pretraining ends by exporting here: refused at the start
+    line = error_line(cli(*tiny_pretrain_args(npz_pack, mine)))
+    assert f"{mine / 'export'} holds files that are not part of a mimzoo export (plan.txt)" in line
+    assert sorted(str(p.relative_to(mine)) for p in mine.rglob("*")) == ["export", "export/plan.txt"]

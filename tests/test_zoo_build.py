@@ -53,8 +53,8 @@ def test_a_stopped_build_continues_and_every_number_has_its_metrics_file(zoo_set
         zoo_build.ZooBuild(zoo_setup).run([ENTRY])
     state = json.loads((zoo_setup.root / "state.json").read_text())
     assert calls == [0.1, 0.1, None]  # two candidates on the validation carve, then the stopped test run
-    assert [k for k, v in state.items() if v["done"]] == [f"{ENTRY}/seed0/pretrain", f"{ENTRY}/seed0/knn",
-                                                          f"{ENTRY}/seed0/finetune/val0", f"{ENTRY}/seed0/finetune/val1"]
+    done = [f"{ENTRY}/seed0/{stage}" for stage in ("pretrain", "knn", "finetune/val0", "finetune/val1")]
+    assert [k for k, v in state.items() if v["done"]] == done
     assert state[f"{ENTRY}/seed0/finetune"]["seconds"] >= 0 and not state[f"{ENTRY}/seed0/finetune"]["done"]
 
     def must_not_run(*args, **kwargs):

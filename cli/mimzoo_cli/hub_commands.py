@@ -21,15 +21,18 @@ Token = Annotated[str | None, typer.Option(
 @fail_cleanly
 def export(
     run: Annotated[Path, typer.Argument(help="Run folder made by mimzoo pretrain.")],
-    out: Annotated[Path | None, typer.Option(help="Export folder (default RUN/export); replaced as a whole.")] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="Export folder (default RUN/export): new, empty, or a previous export, which is replaced (keeping its "
+        "repo id, and its results when the encoder weights are the same).")] = None,
     dataset: Annotated[str | None, typer.Option(
         help="Pretraining data name for the card and tag, e.g. imagenet-1k (default: from the run's --data).")] = None,
     license: Annotated[str | None, typer.Option(help="Licence id for the card (default cc-by-nc-4.0, as MAE).")] = None,
 ) -> None:
     """Write a Hub-ready folder from a run's checkpoint: timm encoder, model card, mimzoo.json, full pretrainer."""
     from mimzoo.hub.export import export_run
+    from mimzoo_cli.progress import RichReporter
 
-    folder = export_run(run, out, dataset=dataset, license=license)
+    folder = export_run(run, out, dataset=dataset, license=license, reporter=RichReporter())
     console.print(f"exported {run} to {folder}: " + ", ".join(sorted(p.name for p in folder.iterdir())),
                   markup=False, highlight=False, soft_wrap=True)
 
@@ -54,8 +57,10 @@ def import_checkpoint(
 ) -> None:
     """Turn an existing MAE checkpoint into a mimzoo export: plain-timm encoder, model card, pretrainer."""
     from mimzoo.hub.importers import import_checkpoint as run_import
+    from mimzoo_cli.progress import RichReporter
 
-    folder, imported = run_import(source, out, format, arch, encoder_only, norm_pix_loss, dataset, license)
+    folder, imported = run_import(source, out, format, arch, encoder_only, norm_pix_loss, dataset, license,
+                                  RichReporter())
     console.print(f"imported {source} ({imported.source['format']}, {imported.model.arch.name}) to {folder}: "
                   + ", ".join(sorted(p.name for p in folder.iterdir())), markup=False, highlight=False, soft_wrap=True)
     for note in imported.notes:

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from mimzoo.engine.checkpoint import atomic_path
+from mimzoo.engine.atomic import atomic_path
 
 METRICS = "metrics.jsonl"
 
@@ -35,7 +35,7 @@ def read_metrics(run_dir: Path, up_to_step: float = math.inf) -> list[dict[str, 
 
 
 def truncate_metrics(run_dir: Path, step: int) -> None:
-    """Keep the records up to ``step`` (a checkpoint's): a resumed run logs the later steps again."""
+    """Keep the records up to ``step`` (a checkpoint's; 0 for a new run): the later steps are logged again."""
     if (Path(run_dir) / METRICS).is_file():
         kept = read_metrics(run_dir, step)
         with atomic_path(Path(run_dir) / METRICS) as tmp:

@@ -24,20 +24,23 @@ from mimzoo.data.loader import ResumableSampler, ViewDataset, make_loader, norma
 from mimzoo.data.sources import open_source
 from mimzoo.data.transforms import make_view
 from mimzoo.engine import distributed as dist_utils
-from mimzoo.engine.checkpoint import CHECKPOINT, atomic_path, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from mimzoo.engine.atomic import atomic_path
+from mimzoo.engine.checkpoint import CHECKPOINT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from mimzoo.engine.config import PretrainConfig
 from mimzoo.engine.distributed import DistContext
 from mimzoo.engine.init_from import init_from
-from mimzoo.engine.metrics_log import append_metrics, truncate_metrics
+from mimzoo.engine.metrics_log import METRICS, append_metrics, truncate_metrics
 from mimzoo.engine.report import Reporter, for_rank
 from mimzoo.engine.schedule import warmup_cosine
 from mimzoo.errors import MimzooError
 from mimzoo.hub.export import export_run
+from mimzoo.hub.layout import previous_export
 from mimzoo.methods import Pretrainer, get_method, resolve_defaults
 
 # the list every method used before config.json recorded one; a resumed older run keeps it (its optimizer state
 # was saved in these groups)
 LEGACY_NO_WEIGHT_DECAY = ["*pos_embed", "*cls_token", "*reg_token", "*mask_token"]
+RUN_CONFIG, EXPORT = "config.json", "export"  # in a run folder, beside checkpoint.pt and metrics.jsonl
 
 
 @dataclass
@@ -72,9 +75,11 @@ RUN_IDENTITY = ("arch", "method", "target", "degradation", "mff_layers", "localm
 def resolve_run_config(cfg: PretrainConfig, resume: bool, explicit: set[str]) -> PretrainConfig:
     """For a resume, start from the checkpoint's config and apply only options the user gave explicitly."""
     ckpt_path = Path(cfg.out) / CHECKPOINT
+    previous_export(Path(cfg.out) / EXPORT)  # a folder the final export could not replace stops the run now
     if not resume:
         if ckpt_path.exists():
             raise MimzooError(f"{cfg.out} already holds a run; continue it with --resume or choose a new --out")
+        _check_fresh_folder(Path(cfg.out))
         return cfg
     if not ckpt_path.exists():
         raise MimzooError(f"no checkpoint to resume in {cfg.out}; drop --resume to start a new run there")
@@ -97,6 +102,25 @@ def weight_decay_groups(model: torch.nn.Module, cfg: PretrainConfig) -> list[dic
     """AdamW's parameter groups: ``cfg.weight_decay`` on every trainable parameter but 1-D ones, biases and names
     matching ``cfg.no_weight_decay`` (fnmatch patterns), which take none."""
     return param_groups_weight_decay(model, cfg.weight_decay, no_weight_decay_list=cfg.no_weight_decay)
+
+
+def _check_fresh_folder(out: Path) -> None:
+    """A new run may start where one died before its first checkpoint (its config.json and metrics log are mimzoo's
+    and start again), but never over a config.json or metrics log that mimzoo did not write."""
+    config, metrics = out / RUN_CONFIG, out / METRICS
+    if config.exists() and not _is_run_config(config):
+        raise MimzooError(f"{config} was not written by mimzoo pretrain; choose a new --out (a run writes its own)")
+    if metrics.exists() and not config.exists():
+        raise MimzooError(f"{metrics} was not written by a mimzoo run (it has no {RUN_CONFIG} beside it); choose a "
+                          "new --out or move it")
+
+
+def _is_run_config(path: Path) -> bool:
+    try:
+        values = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(values, dict) and {"method", "arch", "out", "world_size"} <= values.keys()
 
 
 def pretrain(cfg: PretrainConfig, resume: bool = False, explicit: set[str] | None = None,
@@ -162,8 +186,6 @@ class _Trainer:
             set_rng_state(rng[self.ctx.rank])
         else:  # a different process count: views are still exact, masks continue from a fresh seed
             torch.manual_seed(self.cfg.seed + self.ctx.rank + self.step)
-        if self.ctx.is_main:
-            truncate_metrics(self.run_dir, self.step)
         self.reporter.message(f"resumed {self.run_dir} at step {self.step} of {self.schedule.total_steps}")
 
     def _save(self) -> None:
@@ -185,8 +207,9 @@ class _Trainer:
         cfg, sched = self.cfg, self.schedule
         if self.ctx.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            with atomic_path(self.run_dir / "config.json") as tmp:
+            with atomic_path(self.run_dir / RUN_CONFIG) as tmp:
                 tmp.write_text(json.dumps({**cfg.to_dict(), "world_size": self.ctx.world_size}, indent=2))
+            truncate_metrics(self.run_dir, self.step)  # steps after the checkpoint (all, for a new run) run again
         self.reporter.message(
             f"{cfg.method} {cfg.arch} on {cfg.data} ({len(self.dataset)} images): effective batch "
             f"{cfg.batch_size} x accum {cfg.accum} x {self.ctx.world_size} processes = {sched.effective_batch}, "
@@ -203,9 +226,9 @@ class _Trainer:
             self.reporter.stop()
         if self.ctx.enabled:
             self.reporter.message(dist_utils.check_replicas_in_sync(self.ctx, self.method))
-        export = self.run_dir / "export"
+        export = self.run_dir / EXPORT
         if self.ctx.is_main:
-            export_run(self.run_dir, export)  # from the final checkpoint, as `mimzoo export` does
+            export_run(self.run_dir, export, reporter=self.reporter)  # from the final checkpoint, as `mimzoo export`
             self.reporter.message(f"done: exported to {export} (plain-timm encoder, model card, full pretrainer)")
         dist_utils.barrier(self.ctx)
         return export

@@ -20,7 +20,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from mimzoo.engine import distributed as dist_utils
-from mimzoo.engine.checkpoint import CHECKPOINT, atomic_path, load_checkpoint, save_checkpoint
+from mimzoo.engine.atomic import atomic_path
+from mimzoo.engine.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from mimzoo.engine.distributed import DistContext
 from mimzoo.engine.report import Reporter
 from mimzoo.engine.schedule import warmup_cosine

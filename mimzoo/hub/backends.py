@@ -28,11 +28,12 @@ from huggingface_hub.file_download import repo_folder_name
 from huggingface_hub.utils import httpx
 
 import mimzoo
-from mimzoo.engine.checkpoint import atomic_dir, atomic_path
+from mimzoo.engine.atomic import atomic_dir, atomic_path
 from mimzoo.errors import MimzooError, one_line
 from mimzoo.hub.card import update_record
 from mimzoo.hub.layout import CONFIG, RECORD, WEIGHTS, read_json, require_backbone_folder
-from mimzoo.hub.resolve import HF_PREFIX, BackboneInfo, cached_snapshot, check_fits, locate_backbone, parse_repo
+from mimzoo.hub.names import check_repo_id, check_revision, parse_repo
+from mimzoo.hub.resolve import HF_PREFIX, BackboneInfo, cached_snapshot, check_fits, locate_backbone
 from mimzoo.zoo import ZOO, ZooEntry
 
 NETWORK_ERRORS = (HfHubHTTPError, OSError, httpx.HTTPError)
@@ -129,6 +130,8 @@ def push(folder: Path, repo_id: str, backend: Backend, revision: str | None = No
     repo_id, at_revision = parse_repo(repo_id)
     if at_revision:
         raise MimzooError(f"give the revision with --revision, not in the repo id ({repo_id}@{at_revision})")
+    if revision is not None:
+        check_revision(revision)
     backend.check_push()
     if (folder / RECORD).is_file():
         update_record(folder, lambda record: record.update(repo_id=repo_id))
@@ -154,18 +157,28 @@ def write_snapshot(cache: Path, repo_id: str, ref: str, folder: Path, commit: st
     """Store the files of ``folder`` as a snapshot of ``repo_id`` in a cache-layout folder and point ``ref`` at it.
 
     commit: the snapshot id; by default a hash of the files, so pushing the same files twice stores them once.
+    Temporaries are built in the repo's folder, beside ``snapshots/``, where ``scan_cache_dir`` does not list them.
     """
-    repo_dir = Path(cache) / repo_folder_name(repo_id=repo_id, repo_type="model")
+    repo_dir = Path(cache) / repo_folder_name(repo_id=check_repo_id(repo_id), repo_type="model")
     files = sorted(p for p in Path(folder).iterdir() if p.is_file() and not p.name.startswith("."))
     commit = commit or _content_hash(files)
-    snapshot = repo_dir / "snapshots" / commit
+    if "/" in check_revision(commit):
+        raise MimzooError(f"{commit!r} is not a snapshot id (a commit id has no '/')")
+    snapshot = _inside(cache, repo_dir / "snapshots" / commit)
     if not snapshot.is_dir():
-        with atomic_dir(snapshot) as tmp:
+        with atomic_dir(snapshot, work_dir=repo_dir) as tmp:
             for file in files:
                 shutil.copyfile(file, tmp / file.name)
-    with atomic_path(repo_dir / "refs" / ref) as tmp:
+    with atomic_path(_inside(cache, repo_dir / "refs" / check_revision(ref)), work_dir=repo_dir) as tmp:
         tmp.write_text(commit)
     return snapshot
+
+
+def _inside(root: Path, path: Path) -> Path:
+    """``path``, after checking that it (symbolic links followed) lies inside ``root``."""
+    if not path.resolve().is_relative_to(Path(root).resolve()):
+        raise MimzooError(f"{path} is outside {root}: mimzoo writes only inside the folder it was given")
+    return path
 
 
 def _content_hash(files: list[Path]) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from safetensors import safe_open
 
-from mimzoo.engine.checkpoint import atomic_path
+from mimzoo.engine.atomic import atomic_path
 from mimzoo.errors import MimzooError
 from mimzoo.hub.citations import citation
 from mimzoo.hub.layout import CARD, CONFIG, PRETRAINER, RECORD, WEIGHTS, read_json, read_record

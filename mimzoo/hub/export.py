@@ -1,7 +1,9 @@
 """Export a run as a Hub-ready folder (see ``mimzoo.hub.layout``): the one path from a checkpoint to a backbone.
 
 ``mimzoo export RUN`` and the end of ``mimzoo pretrain`` both call ``export_run``. The folder is built beside its
-destination and renamed into place only when complete, so a failed export leaves no half-written folder.
+destination and renamed into place only when complete, so a failed export leaves no half-written folder. It
+replaces only a previous export (never a folder of other files, a file or a run folder), keeping what that one
+recorded about the same weights.
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ from timm.models import save_for_hf
 import mimzoo
 from mimzoo.archs import Arch, get_arch
 from mimzoo.data.loader import IMAGENET_MEAN, IMAGENET_STD
-from mimzoo.engine.checkpoint import CHECKPOINT, atomic_dir, load_checkpoint
+from mimzoo.engine.atomic import atomic_dir
+from mimzoo.engine.checkpoint import CHECKPOINT, load_checkpoint
 from mimzoo.engine.config import PretrainConfig
 from mimzoo.engine.metrics_log import read_metrics
+from mimzoo.engine.report import Reporter
 from mimzoo.errors import MimzooError, one_line
 from mimzoo.hub.card import write_record
-from mimzoo.hub.layout import CONFIG, PRETRAINER, WEIGHTS, read_json, read_record
+from mimzoo.hub.layout import CONFIG, PRETRAINER, WEIGHTS, previous_export, read_json, read_record
 from mimzoo.hub.resolve import check_fits
 from mimzoo.methods import Pretrainer, deviations, get_method
 
@@ -64,15 +68,19 @@ def pretrained_cfg(arch: Arch, tag: str, license: str, paper: str) -> dict[str, 
 
 
 def export_run(run_dir: Path, out_dir: Path | None = None, dataset: str | None = None,
-               license: str | None = None) -> Path:
+               license: str | None = None, reporter: Reporter | None = None) -> Path:
     """Export the checkpoint of ``run_dir`` to ``out_dir`` (default ``RUN/export``); returns the folder.
 
+    ``out_dir`` must be new, an empty folder or a previous mimzoo export (see ``previous_export``); a previous
+    export's repo id is kept, and so are its results when its encoder holds exactly the new weights.
     dataset: the name cards and tags give the pretraining data (default: derived from the run's ``--data``);
-    license: the licence id recorded in the config and card (default ``DEFAULT_LICENSE``).
+    license: the licence id recorded in the config and card (default ``DEFAULT_LICENSE``);
+    reporter: told what was kept or dropped from the previous export.
     """
     license = license or DEFAULT_LICENSE
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "export"
+    previous = previous_export(out_dir)  # before the (slow) checkpoint load: a refused folder stops at once
     model, cfg, state = load_run(run_dir)
     spec = get_method(cfg.method)
     run_config = run_dir / "config.json"  # the resolved config the run wrote, with its process count
@@ -91,16 +99,18 @@ def export_run(run_dir: Path, out_dir: Path | None = None, dataset: str | None =
         "results": [],
     }
     tag = f"mimzoo_{cfg.method}_{slug(record['dataset'])}_ep{math.floor(record['pretraining']['epochs'])}"
-    return write_export(out_dir, model, record, tag)
+    return write_export(out_dir, model, record, tag, previous=previous, reporter=reporter)
 
 
-def write_export(out_dir: Path, model: Pretrainer, record: dict[str, Any], tag: str,
-                 with_pretrainer: bool = True) -> Path:
+def write_export(out_dir: Path, model: Pretrainer, record: dict[str, Any], tag: str, with_pretrainer: bool = True,
+                 previous: dict[str, Any] | None = None, reporter: Reporter | None = None) -> Path:
     """Write ``model`` as an export folder: the encoder as timm saves it (``pretrained_cfg`` with ``tag`` and the
     record's licence and paper), ``record`` as mimzoo.json and the card, and the whole model unless
-    ``with_pretrainer`` is False (its decoder was never trained)."""
+    ``with_pretrainer`` is False (its decoder was never trained). ``previous``: the record of the export being
+    replaced (``previous_export(out_dir)``, checked by the caller before its slow work), whose repo id and
+    same-weights results carry over."""
     arch = get_arch(record["arch"])
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir.resolve()) as tmp:  # a symbolic link keeps pointing at the export
         save_for_hf(model.encoder, tmp, safe_serialization=True,
                     model_config={"pretrained_cfg": pretrained_cfg(arch, tag, record["license"], record["paper"])})
         _keep_shape_args_only(tmp / CONFIG, arch)
@@ -108,8 +118,34 @@ def write_export(out_dir: Path, model: Pretrainer, record: dict[str, Any], tag: 
         if with_pretrainer:
             save_file(model.state_dict(), tmp / PRETRAINER,
                       metadata={"method": record["method"], "arch": record["arch"]})
+        if previous is not None:
+            _carry_over(previous, out_dir, tmp / WEIGHTS, record, reporter or Reporter())
         write_record(tmp, record)
     return out_dir
+
+
+def _carry_over(previous: dict[str, Any], old_dir: Path, new_weights: Path, record: dict[str, Any],
+                reporter: Reporter) -> None:
+    """Keep in ``record`` what the export being replaced recorded: its repo id (where it is published), and its
+    results only if they were measured on exactly these encoder weights; say what was kept or dropped."""
+    record["repo_id"] = previous.get("repo_id")
+    results = previous["results"]
+    if not results:
+        return
+    names = ", ".join(f"{row.get('task')} {row.get('dataset')}" for row in results)
+    if _same_tensors(old_dir / WEIGHTS, new_weights):
+        record["results"] = results
+        reporter.message(f"kept the {len(results)} result(s) recorded in {old_dir} ({names}): same encoder weights")
+    else:
+        reporter.message(f"dropped the {len(results)} result(s) recorded in {old_dir} ({names}): they were measured "
+                         "on other encoder weights; run the downstream commands again to measure these")
+
+
+def _same_tensors(a: Path, b: Path) -> bool:
+    """Whether two safetensors files hold the same tensors (names, dtypes, shapes and values)."""
+    first, second = load_file(a), load_file(b)
+    return first.keys() == second.keys() and all(
+        first[k].dtype == second[k].dtype and torch.equal(first[k], second[k]) for k in first)
 
 
 def load_run(run_dir: Path) -> tuple[Pretrainer, PretrainConfig, dict[str, Any]]:

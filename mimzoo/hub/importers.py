@@ -34,9 +34,10 @@ from safetensors.torch import load_file
 import mimzoo
 from mimzoo.archs import arch_for, get_arch
 from mimzoo.engine.init_from import sha256_of
+from mimzoo.engine.report import Reporter
 from mimzoo.errors import MimzooError, one_line
 from mimzoo.hub.export import DEFAULT_LICENSE, slug, write_export
-from mimzoo.hub.layout import read_json
+from mimzoo.hub.layout import previous_export, read_json
 from mimzoo.hub.resolve import shape_mismatch
 from mimzoo.methods import get_method
 from mimzoo.methods.mae import MAE
@@ -266,9 +267,10 @@ def _check_fixed_positions(model: MAE, state: dict[str, torch.Tensor], path: Pat
 
 def import_checkpoint(path: Path, out_dir: Path, fmt: str = "auto", arch: str | None = None,
                       encoder_only: bool = False, norm_pix_loss: bool | None = None, dataset: str = "imagenet-1k",
-                      license: str | None = None) -> tuple[Path, Imported]:
+                      license: str | None = None, reporter: Reporter | None = None) -> tuple[Path, Imported]:
     """Import an MAE checkpoint as a mimzoo export in ``out_dir`` (timm encoder, card, mimzoo.json and, where the
     source has a decoder, pretrainer.safetensors); returns the folder and what was imported."""
+    previous = previous_export(Path(out_dir))  # a folder that is not an export stops before any work
     imported = import_mae(path, fmt, arch, encoder_only, norm_pix_loss)
     model = imported.model
     record = {
@@ -286,4 +288,5 @@ def import_checkpoint(path: Path, out_dir: Path, fmt: str = "auto", arch: str | 
         "results": [],
     }
     tag = f"mimzoo_mae_{slug(dataset)}_imported"
-    return write_export(Path(out_dir), model, record, tag, with_pretrainer=not imported.encoder_only), imported
+    folder = write_export(Path(out_dir), model, record, tag, not imported.encoder_only, previous, reporter)
+    return folder, imported

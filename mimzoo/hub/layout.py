@@ -11,9 +11,11 @@ Only the first two are required to use a folder as a backbone; the rest make it 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
+from mimzoo.engine.checkpoint import CHECKPOINT
 from mimzoo.errors import MimzooError
 
 CONFIG = "config.json"
@@ -21,18 +23,48 @@ WEIGHTS = "model.safetensors"
 CARD = "README.md"
 RECORD = "mimzoo.json"
 PRETRAINER = "pretrainer.safetensors"
+EXPORT_FILES = (CONFIG, WEIGHTS, CARD, RECORD, PRETRAINER)
 
 
 def require_backbone_folder(folder: Path) -> None:
     """Raise a one-line error unless ``folder`` holds a timm ``config.json`` and ``model.safetensors``."""
     if not folder.is_dir():
         raise MimzooError(f"{folder} is not a folder")
+    if (folder / CHECKPOINT).is_file():
+        raise MimzooError(f"{folder} is a run folder, not an export: use {folder / 'export'} (written at the end of "
+                          f"pretraining, or by `mimzoo export {folder}`)")
     missing = [name for name in (CONFIG, WEIGHTS) if not (folder / name).is_file()]
     if missing:
-        raise MimzooError(
-            f"{folder} is not an export: it has no {' or '.join(missing)} "
-            f"(make one with `mimzoo export RUN --out {folder}`)"
-        )
+        raise MimzooError(f"{folder} is not an export: it has no {' or '.join(missing)} "
+                          "(`mimzoo export RUN` writes one to RUN/export)")
+
+
+def previous_export(folder: Path) -> dict[str, Any] | None:
+    """The ``mimzoo.json`` of ``folder`` if it is a previous mimzoo export (which an export may replace), None if it
+    is absent or an empty folder; anything else (a file, a run folder, other files) is a one-line error, since
+    replacing it would lose what the user put there."""
+    if not os.path.lexists(folder):
+        return None
+    if not folder.is_dir():
+        raise MimzooError(f"{folder} is a file, not a folder: export into a new or empty folder, or a previous export")
+    if (folder / CHECKPOINT).exists():
+        raise MimzooError(f"{folder} is a run folder: export into a new or empty folder (the default is RUN/export)")
+    names = sorted(entry.name for entry in folder.iterdir())
+    if not names:
+        return None
+    other = [name for name in names if name not in EXPORT_FILES or not (folder / name).is_file()]
+    if other:
+        shown = ", ".join(other[:3]) + (f" and {len(other) - 3} more" if len(other) > 3 else "")
+        raise MimzooError(f"{folder} holds files that are not part of a mimzoo export ({shown}): export into a new "
+                          "or empty folder, or move them out first")
+    if not {CONFIG, WEIGHTS, RECORD} <= set(names):
+        missing = sorted({CONFIG, WEIGHTS, RECORD} - set(names))
+        raise MimzooError(f"{folder} is not a mimzoo export (it has no {' or '.join(missing)}): export into a new "
+                          "or empty folder")
+    record = read_json(folder / RECORD)
+    if not isinstance(record, dict) or not isinstance(record.get("results"), list) or "method" not in record:
+        raise MimzooError(f"{folder / RECORD} is not the record of a mimzoo export: export into a new or empty folder")
+    return record
 
 
 def read_json(path: Path) -> dict[str, Any]:

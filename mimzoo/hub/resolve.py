@@ -21,8 +21,7 @@ from typing import Any
 import timm
 import torch
 from huggingface_hub import constants, snapshot_download
-from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
-from huggingface_hub.utils import validate_repo_id
+from huggingface_hub.errors import LocalEntryNotFoundError
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
@@ -30,6 +29,7 @@ from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_
 from mimzoo.archs import get_arch
 from mimzoo.errors import MimzooError, one_line
 from mimzoo.hub.layout import CONFIG, RECORD, WEIGHTS, read_json, require_backbone_folder
+from mimzoo.hub.names import parse_repo
 from mimzoo.zoo import ZOO
 
 HF_PREFIX = "hf-hub:"
@@ -108,16 +108,6 @@ def locate_backbone(spec: str, arch: str | None = None) -> BackboneInfo:
     if spec in ZOO:
         return _from_cache(spec, ZOO[spec].repo_id, None)
     raise MimzooError(f"no backbone {spec!r}: not a file or folder, nor a zoo name (mimzoo list); use {SPEC_FORMS}")
-
-
-def parse_repo(text: str) -> tuple[str, str | None]:
-    """``ORG/NAME[@REVISION]`` -> (repo id, revision or None)."""
-    repo_id, _, revision = text.partition("@")
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError:
-        raise MimzooError(f"{text!r} is not a Hub repo id: use ORG/NAME or ORG/NAME@REVISION") from None
-    return repo_id, revision or None
 
 
 def cached_snapshot(repo_id: str, revision: str | None = None) -> Path | None:
