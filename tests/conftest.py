@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import struct
 import subprocess
 import sys
 import tempfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,18 @@ from mimzoo.data.sources import BUILTIN_SAMPLE, NpzPackSource
 
 TINY_ARCH = "vit_tiny_patch4_32"
 REPO = Path(__file__).resolve().parents[1]
+
+
+def save_bomb(path: Path, side: int) -> Path:
+    """A decompression bomb: a ~70-byte PNG whose header claims side x side RGB pixels."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,8 @@ import pytest
 from test_pretrain_cli import error_line
 from test_segment import write_generic
 
+from conftest import save_bomb
+
 
 @pytest.fixture()
 def export(finished_run, tmp_path):
@@ -72,3 +74,19 @@ def test_unlabelled_data_and_class_mismatch(cli, export, image_folder, tmp_path)
 def test_an_unknown_pool_is_one_line(cli, export, image_folder, command):
     result = cli(command, export, "--data", image_folder, "--val-fraction", "0.25", "--pool", "max", "--workers", "0")
     assert "unknown --pool 'max'" in error_line(result)
+
+
+def test_knn_names_unreadable_images_and_stops_when_a_split_has_none(cli, export, image_folder, tmp_path):
+    data = shutil.copytree(image_folder, tmp_path / "data")
+    files = sorted(data.rglob("*.png"))
+    broken = files[0]
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    bomb = save_bomb(files[-1], 30000)
+    args = ["--data", data, "--val-fraction", "0.25", "--workers", "0", "--k", "5"]
+    result = cli("knn", export, *args, "--out", tmp_path / "knn")
+    assert result.exit_code == 0, result.output
+    assert f"unreadable image(s): {bomb} (Image size (900000000 pixels) exceeds limit" in result.output
+    assert f"unreadable image(s): {broken} (" in result.output
+    for path in data.rglob("*.*"):
+        path.write_bytes(b"")
+    assert "images is readable, e.g. " in error_line(cli("knn", export, *args, "--out", tmp_path / "knn2"))

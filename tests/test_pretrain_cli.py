@@ -4,7 +4,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import TINY_ARCH, run_python, tiny_pretrain_args
+from conftest import TINY_ARCH, run_python, save_bomb, tiny_pretrain_args
 from mimzoo.methods import METHODS, MethodSpec
 from mimzoo.methods.mae import MAE
 
@@ -143,15 +143,20 @@ def test_no_argument_pretrain_uses_the_demo_preset(monkeypatch):
 def test_corrupt_images_are_skipped_counted_and_named(cli, image_folder, tmp_path):
     data = tmp_path / "images"
     data.mkdir()
-    for i, path in enumerate(sorted(image_folder.rglob("*.png"))[:15]):
+    for i, path in enumerate(sorted(image_folder.rglob("*.png"))[:14]):
         (data / f"{i:02d}.png").write_bytes(path.read_bytes())
     (data / "99.jpg").write_bytes(b"\xff\xd8 this is not a JPEG")
+    save_bomb(data / "98.png", 30000)  # 70 bytes claiming 30000 x 30000 pixels: PIL raises, it is skipped
     out = tmp_path / "run"
     result = cli(*tiny_pretrain_args(data, out, "--batch-size", "4", "--log-every", "1"))
     assert result.exit_code == 0, result.output
-    assert "skipped 1 unreadable image(s)" in result.output and "99.jpg" in result.output
+    assert "unreadable image(s)" in result.output and "99.jpg (cannot identify image file" in result.output
+    assert "98.png (Image size (900000000 pixels) exceeds limit" in result.output
     last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
-    assert last["skipped_images"] == 1
+    assert last["skipped_images"] == 2
+    for path in data.iterdir():
+        path.write_bytes(b"")
+    assert "none of the 16 images is readable" in error_line(cli(*tiny_pretrain_args(data, tmp_path / "run2")))
 
 
 def test_version(cli):

@@ -78,10 +78,10 @@ def test_generic_layout_and_padded_evaluation(tmp_path):
     assert data.classes == ["sky", "road", "car"] and len(data.train) == 8 and len(data.val) == 3
     multiple = input_multiple(tiny_backbone())
     assert multiple == 32
-    image, mask = SegDataset(data.val, (0.5,) * 3, (0.5,) * 3, 255, multiple)[0]
+    image, mask, _ = SegDataset(data.val, (0.5,) * 3, (0.5,) * 3, 255, multiple)[0]
     assert image.shape == (3, 64, 64) and mask.shape == (64, 64)
     assert torch.all(mask[40:] == 255) and torch.all(mask[:, 48:] == 255)  # padding is ignored
-    image, mask = SegDataset(data.train, (0.5,) * 3, (0.5,) * 3, 255, multiple, crop=32)[0]
+    image, mask, _ = SegDataset(data.train, (0.5,) * 3, (0.5,) * 3, 255, multiple, crop=32)[0]
     assert image.shape == (3, 32, 32) and mask.shape == (32, 32)
 
 

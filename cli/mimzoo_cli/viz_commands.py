@@ -27,8 +27,9 @@ def visualize(
     """
     from mimzoo.viz import grid_columns
     from mimzoo.viz import visualize as draw_reconstructions
+    from mimzoo_cli.progress import RichReporter
 
-    shown = draw_reconstructions(checkpoint, out, images, mask_ratio, seed)
+    shown = draw_reconstructions(checkpoint, out, images, mask_ratio, seed, RichReporter())
     columns = grid_columns(shown)
     console.print(f"wrote {out}: {shown.original.shape[0]} images x {len(columns)} panels ({', '.join(columns)})",
                   markup=False, highlight=False, soft_wrap=True)

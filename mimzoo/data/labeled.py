@@ -110,15 +110,21 @@ def _class_names(source: Source) -> list[str]:
 
 
 class LabeledDataset(Dataset):
-    """(transformed image, label) for a split; an unreadable image is replaced by the next readable one of the
-    split, with that image's label."""
+    """(transformed image, label, index of an unreadable image replaced or -1) for a split: an unreadable image is
+    replaced by the next readable one of the split, with that image's label; :class:`SkipReportingLoader` counts
+    and names the replaced ones."""
 
     def __init__(self, split: Split, transform: Callable[[Image.Image], torch.Tensor]) -> None:
         self.split, self.transform = split, transform
+        load_readable(split.source, split.indices, 0)  # a split with no readable image: one line, here
+
+    @property
+    def source(self) -> Source:
+        return self.split.source
 
     def __len__(self) -> int:
         return len(self.split)
 
-    def __getitem__(self, position: int) -> tuple[torch.Tensor, int]:
-        img, index, _ = load_readable(self.split.source, self.split.indices, position)
-        return self.transform(img), int(self.split.source.labels[index])
+    def __getitem__(self, position: int) -> tuple[torch.Tensor, int, int]:
+        img, index, bad = load_readable(self.split.source, self.split.indices, position)
+        return self.transform(img), int(self.split.source.labels[index]), bad

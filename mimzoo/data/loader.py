@@ -3,18 +3,30 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from mimzoo.data.images import UnreadableImage
 from mimzoo.data.sources import ImageFolderSource, NpzPackSource
+from mimzoo.errors import MimzooError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-MAX_BAD_IN_A_ROW = 16
+
+
+class ImageSource(Protocol):
+    """What :func:`load_readable` needs: an image source, a labelled split's source or a segmentation split."""
+
+    def __len__(self) -> int: ...
+
+    def load(self, index: int) -> Any: ...
+
+    def describe(self, index: int) -> str: ...
 
 
 class ViewDataset(Dataset):
@@ -29,6 +41,7 @@ class ViewDataset(Dataset):
     def __init__(self, source: ImageFolderSource | NpzPackSource,
                  transform: Callable[[Image.Image, torch.Generator], torch.Tensor], seed: int) -> None:
         self.source, self.transform, self.seed = source, transform, seed
+        load_readable(source, range(len(source)), 0)  # no readable image at all: one line now, not in a worker
 
     def __len__(self) -> int:
         return len(self.source)
@@ -45,20 +58,66 @@ def view_seed(seed: int, epoch: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
-def load_readable(source: ImageFolderSource | NpzPackSource, indices: Sequence[int],
-                  position: int) -> tuple[Image.Image, int, int]:
-    """Load ``indices[position]`` or, if it is unreadable, the next readable image of ``indices``.
+def load_readable(source: ImageSource, indices: Sequence[int], position: int) -> tuple[Any, int, int]:
+    """Load ``indices[position]`` or, if it is unreadable, the next readable one of ``indices`` (cyclically).
 
-    Returns (image, the source index used, the first unreadable source index or -1).
+    Returns (what ``source.load`` gives, the source index used, the first unreadable source index or -1); when
+    none of ``indices`` is readable, a one-line error naming the first.
     """
-    bad = -1
-    for offset in range(MAX_BAD_IN_A_ROW):
+    for offset in range(len(indices)):
         i = indices[(position + offset) % len(indices)]
         try:
-            return source.load(i), i, bad
-        except (OSError, ValueError, SyntaxError):  # what PIL raises for truncated or corrupt files
-            bad = i if bad < 0 else bad
-    raise RuntimeError(f"{MAX_BAD_IN_A_ROW} unreadable images in a row from {source.describe(indices[position])}")
+            return source.load(i), i, indices[position] if offset else -1
+        except UnreadableImage:
+            pass
+    if not len(indices):
+        raise MimzooError("a split of the data holds no images; check --data (and --val-fraction)")
+    raise MimzooError(f"none of the {len(indices)} images is readable, e.g. "
+                      f"{unreadable_name(source, indices[position])}; point --data at image files PIL can open")
+
+
+def unreadable_name(source: ImageSource, index: int) -> str:
+    """``source.describe(index)`` and why it does not decode (read again: only to report it, once)."""
+    try:
+        source.load(index)
+    except UnreadableImage as exc:
+        return f"{source.describe(index)} ({exc})"
+    return source.describe(index)
+
+
+class SkippedImages:
+    """Counts the unreadable images that batches report (the ``bad`` of :func:`load_readable`) and warns once per
+    image: ``warning: skipped N unreadable image(s): NAME (why), ...``."""
+
+    def __init__(self, source: ImageSource, warn: Callable[[str], None], shown: int = 3) -> None:
+        self.source, self.warn, self.shown, self.seen = source, warn, shown, set()
+
+    def count(self, bad: torch.Tensor) -> int:
+        """The number of substituted samples in the batch; the images not reported before are warned about."""
+        bad = bad[bad >= 0].tolist()
+        new = [i for i in dict.fromkeys(bad) if i not in self.seen]
+        if new:
+            self.seen.update(new)
+            names = ", ".join(unreadable_name(self.source, i) for i in new[: self.shown])
+            more = f" and {len(new) - self.shown} more" if len(new) > self.shown else ""
+            self.warn(f"warning: skipped {len(new)} unreadable image(s): {names}{more}")
+        return len(bad)
+
+
+class SkipReportingLoader:
+    """A loader of batches whose last element is ``bad``: yields the batches without it and reports the skipped
+    images through :class:`SkippedImages` (the training loops see plain (images, targets) batches)."""
+
+    def __init__(self, loader: DataLoader, source: ImageSource, warn: Callable[[str], None]) -> None:
+        self.loader, self.skipped = loader, SkippedImages(source, warn)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple]:
+        for *batch, bad in self.loader:
+            self.skipped.count(bad)
+            yield tuple(batch)
 
 
 class ResumableSampler(DistributedSampler):

@@ -5,10 +5,12 @@ Layouts (``--data``):
 - an npz pack with ``SPLIT_jpeg`` + ``SPLIT_offsets`` (images) and ``SPLIT_y`` (N, H, W) uint8 label maps,
   plus ``classes`` (the ``../shared/data`` CamVid packs);
 - generic: ``ROOT/classes.txt`` (one class name per line) and ``ROOT/SPLIT/images/NAME.*`` with
-  ``ROOT/SPLIT/masks/NAME.png`` (8-bit label maps).
+  ``ROOT/SPLIT/masks/NAME.png`` (single-channel label maps: 8- or 16-bit greyscale or palette, read exactly).
 Evaluation uses ``val`` (or, with ``--eval-split``, another split such as CamVid's ``test``).
-Every mask is checked before training: its size must equal its image's and its labels must be below the class
-count (or equal ``--ignore-index``); a violation is a one-line error naming the file.
+Every mask is checked before training: it must read as a label map, its size must equal its (EXIF-upright)
+image's and its labels must be below the class count (or equal ``--ignore-index``); a violation is a one-line
+error naming the file. An unreadable image is skipped like in the classification data: the next readable pair
+stands in, and the run warns, naming it (a split with no readable image stops with one line).
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch.utils.data import Dataset
 
+from mimzoo.data.images import UnreadableImage, oriented_size, read_labels, read_rgb
+from mimzoo.data.loader import load_readable
 from mimzoo.data.sources import IMAGE_EXTENSIONS
 from mimzoo.errors import MimzooError
 
@@ -33,44 +36,46 @@ CAMVID_CLASSES = ["sky", "building", "pole", "road", "pavement", "tree", "signsy
 
 
 class SegSplit:
-    """Pairs of (image, label map) with a name each; loads them as uint8 arrays (H, W, 3) and (H, W)."""
+    """Pairs of (image, label map) with a name each; loads them as arrays (H, W, 3) uint8 and (H, W) integer.
 
-    def __init__(self, names: list[str], load_image: Callable[[int], np.ndarray],
-                 load_mask: Callable[[int], np.ndarray], image_size: Callable[[int], tuple[int, int]]) -> None:
-        self.names, self._image, self._mask, self._size = names, load_image, load_mask, image_size
+    An unreadable image raises :class:`UnreadableImage` (the dataset skips it, as the classification data does);
+    a mask that is unreadable or not a label map stops with a one-line error naming the file.
+    """
+
+    def __init__(self, names: list[str], image_file: Callable[[int], Path | io.BytesIO],
+                 describe: Callable[[int], str], load_mask: Callable[[int], np.ndarray]) -> None:
+        self.names, self._image_file, self._describe, self._mask = names, image_file, describe, load_mask
 
     def __len__(self) -> int:
         return len(self.names)
 
     def image(self, i: int) -> np.ndarray:
-        return self._image(i)
+        return np.asarray(read_rgb(self._image_file(i), max_aspect=None))  # whole: the mask must stay aligned
 
     def mask(self, i: int) -> np.ndarray:
         return self._mask(i)
 
+    def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.image(i), self.mask(i)
+
+    def describe(self, i: int) -> str:
+        return self._describe(i)
+
     def image_size(self, i: int) -> tuple[int, int]:
-        """(H, W) from the file header, without decoding the pixels."""
-        return self._size(i)
+        """(H, W) of the upright image, from the file header (no pixel is decoded)."""
+        return oriented_size(self._image_file(i))
 
 
-def _pil_rgb(file) -> np.ndarray:
-    with Image.open(file) as img:
-        return np.asarray(img.convert("RGB"))
-
-
-def _pil_size(file) -> tuple[int, int]:
-    with Image.open(file) as img:
-        return img.height, img.width
-
-
-def _pil_labels(file) -> np.ndarray:
-    with Image.open(file) as img:
-        return np.asarray(img)
+def _mask_file(path: Path) -> np.ndarray:
+    try:
+        return read_labels(path)
+    except UnreadableImage as exc:
+        raise MimzooError(f"mask {path}: {exc}; fix or remove the mask (and its image)") from None
 
 
 def _folder_split(images: list[Path], masks: list[Path]) -> SegSplit:
-    return SegSplit([p.stem for p in images], lambda i: _pil_rgb(images[i]), lambda i: _pil_labels(masks[i]),
-                    lambda i: _pil_size(images[i]))
+    return SegSplit([p.stem for p in images], lambda i: images[i], lambda i: str(images[i]),
+                    lambda i: _mask_file(masks[i]))
 
 
 def _pairs(image_dir: Path, mask_dir: Path) -> SegSplit:
@@ -85,13 +90,10 @@ def _pairs(image_dir: Path, mask_dir: Path) -> SegSplit:
 
 def _npz_split(path: Path, pack, split: str) -> SegSplit:
     buffer, offsets, labels = pack[f"{split}_jpeg"], pack[f"{split}_offsets"], pack[f"{split}_y"]
-
-    def data(i: int) -> io.BytesIO:
-        return io.BytesIO(buffer[offsets[i] : offsets[i + 1]].tobytes())
-
     names_key = f"{split}_names"
     names = [str(n) for n in pack[names_key]] if names_key in pack else [str(i) for i in range(len(labels))]
-    return SegSplit(names, lambda i: _pil_rgb(data(i)), lambda i: labels[i], lambda i: _pil_size(data(i)))
+    return SegSplit(names, lambda i: io.BytesIO(buffer[offsets[i] : offsets[i + 1]].tobytes()),
+                    lambda i: f"{path}:{split}[{i}] ({names[i]})", lambda i: labels[i])
 
 
 @dataclass
@@ -139,17 +141,25 @@ def _drop_void(classes: list[str]) -> list[str]:
 
 
 def check_split(split: SegSplit, num_classes: int, ignore_index: int, what: str) -> None:
-    """Fail on the first mask whose size differs from its image or that holds a label >= num_classes."""
+    """Fail on the first mask that does not read as a label map, whose size differs from its image or that holds
+    a label outside [0, num_classes) other than ``ignore_index``. Unreadable images are left to the dataset,
+    which skips and names them."""
     for i in range(len(split)):
         mask = split.mask(i)
-        if mask.shape != split.image_size(i):
+        try:
+            size = split.image_size(i)
+        except UnreadableImage:
+            size = mask.shape
+        if mask.shape != size:
             raise MimzooError(f"{what} {split.names[i]}: mask size {mask.shape} differs from image size "
-                              f"{split.image_size(i)}; masks must be label maps of the image's size")
+                              f"{size}; masks must be label maps of the image's size")
         labels = np.unique(mask)
-        bad = labels[(labels >= num_classes) & (labels != ignore_index)]
+        bad = labels[((labels >= num_classes) | (labels < 0)) & (labels != ignore_index)]
         if bad.size:
-            raise MimzooError(f"{what} {split.names[i]}: label {int(bad[0])} is not below the {num_classes} classes "
-                              f"and is not --ignore-index {ignore_index}; fix the masks or the class list")
+            label = int(bad[0])
+            wrong = "is negative" if label < 0 else f"is not below the {num_classes} classes"
+            raise MimzooError(f"{what} {split.names[i]}: label {label} {wrong} and is not --ignore-index "
+                              f"{ignore_index}; fix the masks or the class list")
 
 
 def pad_to_multiple(image: torch.Tensor, mask: torch.Tensor, multiple: int,
@@ -161,7 +171,7 @@ def pad_to_multiple(image: torch.Tensor, mask: torch.Tensor, multiple: int,
 
 
 class SegDataset(Dataset):
-    """Normalised image (3, H, W) and long mask (H, W).
+    """Normalised image (3, H, W) and long mask (H, W) (and the ``bad`` of :func:`load_readable`).
 
     Training (``crop`` set): random scale in [0.5, 2], pad to the crop with 0 / ignore, random crop, flip.
     Evaluation: the full image, padded to a multiple of ``multiple`` (the padding is ignored by the metrics).
@@ -173,17 +183,24 @@ class SegDataset(Dataset):
         self.split, self.ignore_index, self.multiple, self.crop, self.scale = split, ignore_index, multiple, crop, scale
         self.mean = torch.tensor(mean).view(3, 1, 1)
         self.std = torch.tensor(std).view(3, 1, 1)
+        load_readable(split, range(len(split)), 0)  # a split with no readable image: one line, here
+
+    @property
+    def source(self) -> SegSplit:
+        return self.split
 
     def __len__(self) -> int:
         return len(self.split)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = torch.from_numpy(self.split.image(i).copy()).permute(2, 0, 1).float() / 255
-        mask = torch.from_numpy(np.asarray(self.split.mask(i), dtype=np.int64).copy())
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """(image, mask, index of an unreadable image replaced by the next readable pair, or -1)."""
+        (pixels, labels), _, bad = load_readable(self.split, range(len(self.split)), i)
+        image = torch.from_numpy(pixels.copy()).permute(2, 0, 1).float() / 255
+        mask = torch.from_numpy(np.asarray(labels, dtype=np.int64).copy())
         if self.crop:
             image, mask = self._augment(image, mask)
         image, mask = pad_to_multiple(image, mask, self.multiple, self.ignore_index)
-        return (image - self.mean) / self.std, mask
+        return (image - self.mean) / self.std, mask, bad
 
     def _augment(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         low, high = math.log(self.scale[0]), math.log(self.scale[1])

@@ -1,6 +1,7 @@
 """Image sources: a folder of image files, an npz pack of JPEG bytes, or the built-in sample.
 
-A source only knows how to list and decode its images; augmentation lives in ``transforms.py``.
+A source only knows how to list its images and decode them (``mimzoo.data.images``, the decoder of every command);
+augmentation lives in ``transforms.py``.
 Data specs on the command line:
 - ``builtin`` (or ``builtin:test``): the CIFAR-10 sample shipped in the package;
 - ``PATH.npz`` or ``PATH.npz:SPLIT``: an npz pack with ``SPLIT_jpeg`` + ``SPLIT_offsets`` (labels optional);
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from mimzoo.data.images import read_rgb
 from mimzoo.errors import MimzooError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
@@ -46,8 +48,7 @@ class ImageFolderSource:
         return len(self.paths)
 
     def load(self, index: int) -> Image.Image:
-        with Image.open(self.paths[index]) as img:
-            return img.convert("RGB")
+        return read_rgb(self.paths[index])
 
     def describe(self, index: int) -> str:
         return str(self.paths[index])
@@ -82,8 +83,7 @@ class NpzPackSource:
 
     def load(self, index: int) -> Image.Image:
         start, end = int(self.offsets[index]), int(self.offsets[index + 1])
-        with Image.open(io.BytesIO(self.buffer[start:end].tobytes())) as img:
-            return img.convert("RGB")
+        return read_rgb(io.BytesIO(self.buffer[start:end].tobytes()))
 
     def describe(self, index: int) -> str:
         return f"{self.path}:{self.split}[{index}]"

@@ -13,13 +13,12 @@ from typing import Any
 import torch
 from timm.data import create_transform
 from timm.models.vision_transformer import VisionTransformer
-from torch.utils.data import DataLoader
 
 from mimzoo.data.labeled import LabeledDataset, LabeledSplits, open_labeled
 from mimzoo.data.segmentation import open_segmentation
 from mimzoo.engine import distributed as dist_utils
 from mimzoo.engine.distributed import DistContext
-from mimzoo.engine.features import backbone_data_config, extract_features
+from mimzoo.engine.features import backbone_data_config, dataset_features
 from mimzoo.engine.finetune import FinetuneConfig, finetune
 from mimzoo.engine.knn import knn_predict, top1
 from mimzoo.engine.linprobe import LinprobeConfig, linear_probe
@@ -61,8 +60,8 @@ def run_knn(inp: DownstreamInput, cfg: KnnConfig, reporter: Reporter | None = No
         transform = create_transform(**backbone_data_config(backbone), is_training=False)
 
         def features(split):
-            loader = DataLoader(LabeledDataset(split, transform), cfg.batch_size, num_workers=cfg.workers)
-            return extract_features(backbone, loader, ctx.device, cfg.pool, rep)
+            return dataset_features(backbone, LabeledDataset(split, transform), cfg.batch_size, cfg.workers,
+                                    ctx.device, cfg.pool, rep)
 
         bank, bank_labels = features(splits.train)
         queries, labels = features(splits.val)

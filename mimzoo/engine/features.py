@@ -9,6 +9,8 @@ from timm.data import resolve_data_config
 from timm.models.vision_transformer import VisionTransformer
 from torch.utils.data import DataLoader
 
+from mimzoo.data.labeled import LabeledDataset
+from mimzoo.data.loader import SkipReportingLoader
 from mimzoo.engine.report import Reporter, SilentReporter
 from mimzoo.errors import MimzooError
 
@@ -35,9 +37,19 @@ def pool_tokens(backbone: VisionTransformer, tokens: torch.Tensor, pool: str) ->
     return tokens[:, backbone.num_prefix_tokens :].mean(dim=1)
 
 
-@torch.no_grad()
-def extract_features(backbone: VisionTransformer, loader: DataLoader, device: torch.device, pool: str = "token",
+def dataset_features(backbone: VisionTransformer, dataset: LabeledDataset, batch_size: int, workers: int,
+                     device: torch.device, pool: str = "token",
                      reporter: Reporter | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`extract_features` over ``dataset`` in order, warning about the unreadable images it skipped."""
+    reporter = reporter or SilentReporter()
+    loader = DataLoader(dataset, batch_size, num_workers=workers)
+    return extract_features(backbone, SkipReportingLoader(loader, dataset.source, reporter.message), device, pool,
+                            reporter)
+
+
+@torch.no_grad()
+def extract_features(backbone: VisionTransformer, loader: DataLoader | SkipReportingLoader, device: torch.device,
+                     pool: str = "token", reporter: Reporter | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(features (N, D) float32, labels (N,)) on ``device``, in loader order; progress per batch."""
     reporter = reporter or SilentReporter()
     backbone.eval().to(device)

@@ -19,11 +19,10 @@ from timm.layers import trunc_normal_
 from timm.models.vision_transformer import VisionTransformer
 from timm.optim import Lars
 from torch import nn
-from torch.utils.data import DataLoader
 
 from mimzoo.data.labeled import LabeledDataset, LabeledSplits
 from mimzoo.engine.distributed import DistContext
-from mimzoo.engine.features import backbone_data_config, extract_features, pool_tokens
+from mimzoo.engine.features import backbone_data_config, dataset_features, pool_tokens
 from mimzoo.engine.report import Reporter
 from mimzoo.engine.supervised import LoopConfig, SupervisedLoop, make_scheduler, write_results
 from mimzoo.errors import MimzooError
@@ -136,8 +135,7 @@ def _cached_probe(backbone: VisionTransformer, head: ProbeHead, splits: LabeledS
                   cfg: LinprobeConfig, lr: float, ctx: DistContext, reporter: Reporter,
                   record: dict[str, Any]) -> dict[str, Any]:
     def features(dataset: LabeledDataset) -> tuple[torch.Tensor, torch.Tensor]:
-        loader = DataLoader(dataset, cfg.batch_size, num_workers=cfg.workers)
-        return extract_features(backbone, loader, ctx.device, cfg.pool, reporter)
+        return dataset_features(backbone, dataset, cfg.batch_size, cfg.workers, ctx.device, cfg.pool, reporter)
 
     train_x, train_y = features(LabeledDataset(splits.train, eval_set.transform))
     val_x, val_y = features(eval_set)

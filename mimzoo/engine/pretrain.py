@@ -20,7 +20,7 @@ from timm.optim import param_groups_weight_decay
 from torch.nn.parallel import DistributedDataParallel
 
 from mimzoo.archs import get_arch
-from mimzoo.data.loader import ResumableSampler, ViewDataset, make_loader, normalize
+from mimzoo.data.loader import ResumableSampler, SkippedImages, ViewDataset, make_loader, normalize
 from mimzoo.data.sources import open_source
 from mimzoo.data.transforms import make_view
 from mimzoo.engine import distributed as dist_utils
@@ -146,6 +146,7 @@ class _Trainer:
         spec = get_method(cfg.method)
         source = open_source(cfg.data)
         self.dataset = ViewDataset(source, make_view(cfg.crop, spec.view_size(arch, cfg)), cfg.seed)
+        self.skips = SkippedImages(source, reporter.message)
         self.sampler = ResumableSampler(self.dataset, ctx.world_size, ctx.rank, cfg.seed)
         self.loader = make_loader(self.dataset, self.sampler, cfg.batch_size, cfg.workers,
                                   pin_memory=ctx.device.type == "cuda")
@@ -260,7 +261,7 @@ class _Trainer:
         loss_sum = torch.zeros((), device=device)
         for micro in range(cfg.accum):
             images, bad = next(batches)
-            self._count_skipped(bad)
+            self.skipped += self.skips.count(bad)
             sync = micro == cfg.accum - 1
             no_sync = self.model.no_sync() if self.ctx.enabled and not sync else nullcontext()
             with no_sync:
@@ -282,13 +283,6 @@ class _Trainer:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return loss, norm, out.logs
-
-    def _count_skipped(self, bad: torch.Tensor) -> None:
-        bad = bad[bad >= 0]
-        if bad.numel():
-            self.skipped += bad.numel()
-            names = ", ".join(self.dataset.source.describe(int(i)) for i in bad[:3])
-            self.reporter.message(f"warning: skipped {bad.numel()} unreadable image(s): {names}")
 
     def _log(self, record: dict[str, Any]) -> None:
         self.reporter.update(self.step, record)

@@ -21,8 +21,8 @@ from timm.models import get_model_args
 from timm.models.vision_transformer import VisionTransformer
 from timm.optim import param_groups_layer_decay
 from torch import nn
-from torch.utils.data import DataLoader
 
+from mimzoo.data.loader import SkipReportingLoader
 from mimzoo.data.segmentation import SegData, SegDataset, check_split
 from mimzoo.engine.distributed import DistContext
 from mimzoo.engine.features import backbone_data_config
@@ -88,7 +88,7 @@ class SegLoss(nn.Module):
 
 def seg_evaluator(num_classes: int, ignore_index: int):
     @torch.no_grad()
-    def evaluate(model: nn.Module, loader: DataLoader, ctx: DistContext) -> dict[str, Any]:
+    def evaluate(model: nn.Module, loader: SkipReportingLoader, ctx: DistContext) -> dict[str, Any]:
         meter = SegMeter(num_classes, ignore_index)
         for images, masks in loader:
             with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=ctx.device.type == "cuda"):
@@ -165,7 +165,7 @@ def save_previews(model: nn.Module, dataset: SegDataset, num_classes: int, count
     colours = palette(num_classes)
     rows = []
     for i in range(min(count, len(dataset))):
-        image, mask = dataset[i]
+        image, mask, _ = dataset[i]
         prediction = model(image[None].to(device)).argmax(1)[0].cpu()
         rgb = ((image * dataset.std + dataset.mean).clamp(0, 1) * 255).byte().permute(1, 2, 0).numpy()
         truth = torch.where(mask == dataset.ignore_index, num_classes, mask)

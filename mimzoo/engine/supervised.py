@@ -19,6 +19,7 @@ from timm.scheduler import CosineLRScheduler
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
+from mimzoo.data.loader import SkipReportingLoader
 from mimzoo.engine import distributed as dist_utils
 from mimzoo.engine.atomic import atomic_path
 from mimzoo.engine.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
@@ -46,7 +47,7 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: LoopConfig, steps_per_
     return warmup_cosine(optimizer, cfg.epochs, cfg.warmup_epochs, steps_per_epoch, cfg.min_lr)
 
 
-Evaluator = Callable[[torch.nn.Module, DataLoader, DistContext], dict[str, Any]]
+Evaluator = Callable[[torch.nn.Module, SkipReportingLoader, DistContext], dict[str, Any]]
 
 
 def write_results(out: Path, history: list[dict[str, Any]], record: dict[str, Any], ctx: DistContext,
@@ -68,7 +69,7 @@ def save_results(out: Path, results: dict[str, Any], ctx: DistContext) -> dict[s
 
 
 @torch.no_grad()
-def top1_evaluator(model: torch.nn.Module, loader: DataLoader, ctx: DistContext) -> dict[str, Any]:
+def top1_evaluator(model: torch.nn.Module, loader: SkipReportingLoader, ctx: DistContext) -> dict[str, Any]:
     """Top-1 accuracy (%) over the whole split; each rank scores its slice and the counts are summed."""
     device = ctx.device
     counts = torch.zeros(2, device=device)
@@ -94,15 +95,18 @@ class SupervisedLoop:
         self.model, self.optimizer, self.criterion, self.batch_transform = model, optimizer, criterion, batch_transform
         self.sampler = DistributedSampler(train_set, ctx.world_size, ctx.rank, shuffle=True, drop_last=True)
         pin = ctx.device.type == "cuda"
-        self.train_loader = DataLoader(train_set, cfg.batch_size, sampler=self.sampler, num_workers=cfg.workers,
-                                       drop_last=True, pin_memory=pin)
+        # the datasets' batches end with the index of any image they had to replace; the loaders report those
+        self.train_loader = SkipReportingLoader(
+            DataLoader(train_set, cfg.batch_size, sampler=self.sampler, num_workers=cfg.workers, drop_last=True,
+                       pin_memory=pin), train_set.source, reporter.message)
         if len(self.train_loader) == 0:
             raise MimzooError(f"--batch-size {cfg.batch_size} x {ctx.world_size} processes is larger than the "
                               f"training split ({len(train_set)} images); lower --batch-size")
         # every rank scores a disjoint slice of the validation split; counts are summed (no padding duplicates)
         val_slice = Subset(val_set, range(ctx.rank, len(val_set), ctx.world_size))
-        self.val_loader = DataLoader(val_slice, cfg.eval_batch_size or cfg.batch_size, num_workers=cfg.workers,
-                                     pin_memory=pin)
+        self.val_loader = SkipReportingLoader(
+            DataLoader(val_slice, cfg.eval_batch_size or cfg.batch_size, num_workers=cfg.workers, pin_memory=pin),
+            val_set.source, reporter.message)
         self.scheduler = make_scheduler(optimizer, cfg, len(self.train_loader))
         self.module = model
         if ctx.enabled:

@@ -14,12 +14,14 @@ import torch
 from PIL import Image, ImageDraw, ImageOps
 
 from mimzoo.archs import get_arch
+from mimzoo.data.images import UnreadableImage, read_rgb
 from mimzoo.data.loader import normalize
 from mimzoo.data.sources import IMAGE_EXTENSIONS
 from mimzoo.data.transforms import to_uint8_tensor
 from mimzoo.engine.checkpoint import CHECKPOINT
 from mimzoo.engine.config import PretrainConfig
-from mimzoo.errors import MimzooError, one_line
+from mimzoo.engine.report import Reporter
+from mimzoo.errors import MimzooError
 from mimzoo.hub.export import load_pretrainer, load_run
 from mimzoo.hub.layout import PRETRAINER, read_record
 from mimzoo.methods import Pretrainer, Reconstruction, get_method
@@ -64,16 +66,20 @@ def image_files(paths: Sequence[Path] | None = None) -> list[Path]:
     return files
 
 
-def load_views(files: Sequence[Path], size: int) -> torch.Tensor:
+def load_views(files: Sequence[Path], size: int, reporter: Reporter | None = None) -> torch.Tensor:
     """Image files -> (B, 3, size, size), ImageNet-normalised: each resized (bicubic) so its short side is ``size``,
-    then centre-cropped."""
-    views = []
+    then centre-cropped. Unreadable files are left out with a warning naming them; none readable is an error."""
+    views, skipped = [], []
     for file in files:
         try:
-            with Image.open(file) as img:
-                views.append(to_uint8_tensor(ImageOps.fit(img.convert("RGB"), (size, size), Image.BICUBIC)))
-        except (OSError, ValueError, SyntaxError) as exc:  # what PIL raises for unreadable or corrupt files
-            raise MimzooError(f"cannot read image {file}: {one_line(exc)}") from None
+            views.append(to_uint8_tensor(ImageOps.fit(read_rgb(file), (size, size), Image.BICUBIC)))
+        except UnreadableImage as exc:
+            skipped.append(f"{file} ({exc})")
+    if not views:
+        raise MimzooError(f"none of the {len(files)} images is readable, e.g. {skipped[0]}; pass image files PIL "
+                          "can open with --images")
+    if skipped:
+        (reporter or Reporter()).message(f"warning: skipped {len(skipped)} unreadable image(s): {', '.join(skipped)}")
     return normalize(torch.stack(views), torch.device("cpu"))
 
 
@@ -133,12 +139,12 @@ def reconstruction_grid(shown: Reconstruction, title: str) -> Image.Image:
 
 
 def visualize(checkpoint: Path, out: Path, images: Sequence[Path] | None = None, mask_ratio: float | None = None,
-              seed: int = 0) -> Reconstruction:
+              seed: int = 0, reporter: Reporter | None = None) -> Reconstruction:
     """Write the reconstruction figure of ``checkpoint`` (a run or export folder, see :func:`load_method`) on
-    ``images`` (default: the demo photos) to ``out``; returns what it drew."""
+    ``images`` (default: the demo photos) to ``out``; returns what it drew. ``reporter`` hears of skipped images."""
     model, cfg = load_method(checkpoint)
     size = get_method(cfg.method).view_size(get_arch(cfg.arch), cfg)  # misalign's zoom-in takes a larger view
-    shown = reconstruct(model, load_views(image_files(images), size), seed, mask_ratio)
+    shown = reconstruct(model, load_views(image_files(images), size, reporter), seed, mask_ratio)
     recipe = [cfg.method, cfg.arch, f"target {cfg.target}", cfg.degradation,
               f"mask ratio {model.mask_ratio:g}", f"seed {seed}"]
     save(reconstruction_grid(shown, f"{checkpoint}: " + ", ".join(filter(None, recipe))), out)
