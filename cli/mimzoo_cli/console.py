@@ -18,8 +18,12 @@ def is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
+INTERRUPTED = 130  # the shell's exit status for a command stopped by SIGINT (128 + 2)
+
+
 def fail_cleanly(command: F) -> F:
-    """Print ``error: <message>`` for a MimzooError (rank 0 only) and exit 1, with no traceback."""
+    """Print ``error: <message>`` for a MimzooError (rank 0 only) and exit 1, with no traceback; on Ctrl-C, say
+    where a training loop stopped and how to continue (``mimzoo.errors.Interrupted``) and exit 130."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -28,8 +32,15 @@ def fail_cleanly(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except MimzooError as exc:
-            if is_main_process():
-                console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+            _say(f"error: {exc}")
             raise typer.Exit(1) from None
+        except KeyboardInterrupt as exc:
+            _say(str(exc) or "interrupted")
+            raise typer.Exit(INTERRUPTED) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _say(line: str) -> None:
+    if is_main_process():
+        console.print(line, markup=False, highlight=False, soft_wrap=True)

@@ -40,7 +40,5 @@ class RichReporter(Reporter):
         self.progress.update(self.task, completed=step, **stats)  # keep the last numbers between log steps
 
     def stop(self) -> None:
-        if self.task is not None:
-            total = next(t.total for t in self.progress.tasks if t.id == self.task)
-            self.progress.update(self.task, completed=total)
+        """The bar stays where the work got to: full at the end, short of it after an error or Ctrl-C."""
         self.progress.stop()

@@ -20,7 +20,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from mimzoo.data.loader import load_readable
-from mimzoo.data.sources import BUILTIN_SAMPLE, ImageFolderSource, NpzPackSource, open_source
+from mimzoo.data.sources import BUILTIN_SAMPLE, ImageFolderSource, NpzPack, NpzPackSource, open_source
 from mimzoo.errors import MimzooError
 
 Source = ImageFolderSource | NpzPackSource
@@ -59,6 +59,7 @@ def open_labeled(spec: str, val_fraction: float | None = None, seed: int = 0) ->
             f"no labels in {spec}: use a folder of class subfolders (train/CLASS/img.jpg) or an npz pack with "
             "train_labels"
         )
+    _check_labels(train, _class_names(train), spec)
     if val_fraction:
         train_idx, val_idx = stratified_split(train.labels, val_fraction, seed)
         return LabeledSplits(Split(train, train_idx), Split(train, val_idx), _class_names(train))
@@ -69,8 +70,17 @@ def open_labeled(spec: str, val_fraction: float | None = None, seed: int = 0) ->
             f"the classes of the validation split ({len(_class_names(val))}) differ from train's "
             f"({len(_class_names(train))}) in {spec}; give both the same class subfolders"
         )
+    _check_labels(val, _class_names(train), spec)
     return LabeledSplits(Split(train, np.arange(len(train))), Split(val, np.arange(len(val))), _class_names(train),
                          _split_name(val))
+
+
+def _check_labels(source: Source, classes: list[str], spec: str) -> None:
+    """Every label must name one of the classes (a label past them would be scored as a class no head has)."""
+    wrong = source.labels[(source.labels < 0) | (source.labels >= len(classes))]
+    if len(wrong):
+        raise MimzooError(f"label {int(wrong[0])} in the {_split_name(source)} split of {spec} is not one of the "
+                          f"{len(classes)} classes (0 to {len(classes) - 1}); fix the labels or the class list")
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -92,8 +102,7 @@ def _train_and_eval_sources(spec: str) -> tuple[Source, Source | None]:
     path = Path(spec).expanduser()
     if path.suffix == ".npz" and path.is_file():
         train = NpzPackSource(path, "train")
-        keys = set(np.load(path).files)
-        eval_split = next((s for s in ("val", "test") if f"{s}_jpeg" in keys), None)
+        eval_split = next((s for s in ("val", "test") if f"{s}_jpeg" in NpzPack(path)), None)
         return train, NpzPackSource(path, eval_split) if eval_split else None
     if path.is_dir() and (path / "train").is_dir():
         eval_dir = next((path / s for s in ("val", "test") if (path / s).is_dir()), None)

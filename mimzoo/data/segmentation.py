@@ -28,8 +28,8 @@ from torch.utils.data import Dataset
 
 from mimzoo.data.images import UnreadableImage, oriented_size, read_labels, read_rgb
 from mimzoo.data.loader import load_readable
-from mimzoo.data.sources import IMAGE_EXTENSIONS
-from mimzoo.errors import MimzooError
+from mimzoo.data.sources import IMAGE_EXTENSIONS, NpzPack
+from mimzoo.errors import MimzooError, one_line
 
 CAMVID_CLASSES = ["sky", "building", "pole", "road", "pavement", "tree", "signsymbol", "fence", "car",
                   "pedestrian", "bicyclist"]
@@ -88,8 +88,12 @@ def _pairs(image_dir: Path, mask_dir: Path) -> SegSplit:
     return _folder_split(images, [by_stem[p.stem] for p in images])
 
 
-def _npz_split(path: Path, pack, split: str) -> SegSplit:
-    buffer, offsets, labels = pack[f"{split}_jpeg"], pack[f"{split}_offsets"], pack[f"{split}_y"]
+def _npz_split(path: Path, pack: NpzPack, split: str) -> SegSplit:
+    buffer, offsets = pack.images(split)
+    labels = pack.per_image(f"{split}_y", len(offsets) - 1)
+    if labels.ndim != 3:
+        raise MimzooError(f"{path}: {split}_y must be (N, H, W) label maps, not of shape {labels.shape}; write the "
+                          "pack again")
     names_key = f"{split}_names"
     names = [str(n) for n in pack[names_key]] if names_key in pack else [str(i) for i in range(len(labels))]
     return SegSplit(names, lambda i: io.BytesIO(buffer[offsets[i] : offsets[i + 1]].tobytes()),
@@ -115,24 +119,48 @@ def open_segmentation(spec: str, eval_split: str = "val") -> SegData:
         raise MimzooError(f"segmentation data {path} does not exist; pass --data with a CamVid folder, a CamVid "
                           "npz pack or a folder with classes.txt and SPLIT/images + SPLIT/masks")
     if path.suffix == ".npz":
-        pack = np.load(path)
+        pack = NpzPack(path)
         for split in ("train", eval_split):
-            if f"{split}_y" not in pack.files:
-                raise MimzooError(f"{path} has no {split}_jpeg / {split}_y arrays; it is not a segmentation pack")
-        classes = [str(c) for c in pack["classes"]] if "classes" in pack.files else []
+            if not {f"{split}_jpeg", f"{split}_offsets", f"{split}_y"} <= pack.keys:
+                splits = sorted(k[: -len("_y")] for k in pack.keys if k.endswith("_y"))
+                raise MimzooError(f"{path} has no {split}_jpeg / {split}_offsets / {split}_y arrays (splits in the "
+                                  f"pack: {', '.join(splits) or 'none'}); choose --eval-split among them, or pass "
+                                  "a segmentation pack")
+        classes = [str(c) for c in pack["classes"]] if "classes" in pack else []
         kept = _drop_void(classes)
         return SegData(_npz_split(path, pack, "train"), _npz_split(path, pack, eval_split), kept, eval_split,
                        len(kept) if len(kept) < len(classes) else None)
     if (path / "trainannot").is_dir():
+        _require_split(path, eval_split, f"{eval_split}/ and {eval_split}annot/")
         return SegData(_pairs(path / "train", path / "trainannot"),
                        _pairs(path / eval_split, path / f"{eval_split}annot"), list(CAMVID_CLASSES), eval_split,
                        len(CAMVID_CLASSES))
     if (path / "classes.txt").is_file():
-        classes = [c.strip() for c in (path / "classes.txt").read_text().splitlines() if c.strip()]
+        classes = _class_list(path / "classes.txt")
+        _require_split(path, "train", "train/images/")
+        _require_split(path, eval_split, f"{eval_split}/images/")
         return SegData(_pairs(path / "train" / "images", path / "train" / "masks"),
                        _pairs(path / eval_split / "images", path / eval_split / "masks"), classes, eval_split)
     raise MimzooError(f"{path} is not a segmentation dataset: expected CamVid's train/ + trainannot/ folders, an npz "
                       "pack, or classes.txt with train/images + train/masks")
+
+
+def _require_split(root: Path, split: str, folders: str) -> None:
+    if not (root / split).is_dir():
+        found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.endswith("annot"))
+        raise MimzooError(f"{root} has no {split!r} split (no {folders}); splits there: {', '.join(found) or 'none'}; "
+                          "choose --eval-split among them")
+
+
+def _class_list(path: Path) -> list[str]:
+    """The class names of classes.txt, one a line; a file that is not UTF-8 text or names none is a one-line error."""
+    try:
+        classes = [c.strip() for c in path.read_text(encoding="utf-8").splitlines() if c.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MimzooError(f"cannot read {path}: {one_line(exc, 160)}; write one class name a line (UTF-8)") from None
+    if not classes:
+        raise MimzooError(f"{path} names no classes; write one class name a line")
+    return classes
 
 
 def _drop_void(classes: list[str]) -> list[str]:

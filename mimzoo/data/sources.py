@@ -11,13 +11,15 @@ Data specs on the command line:
 from __future__ import annotations
 
 import io
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from mimzoo.data.images import read_rgb
-from mimzoo.errors import MimzooError
+from mimzoo.errors import MimzooError, one_line
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 BUILTIN_SAMPLE = Path(__file__).parent / "sample" / "cifar10_sample.npz"
@@ -54,27 +56,68 @@ class ImageFolderSource:
         return str(self.paths[index])
 
 
+class NpzPack:
+    """An npz file opened for reading: its keys, and its arrays loaded on access; a file that is not a readable npz
+    (empty, truncated, another format, pickled objects) is a one-line error naming it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self._npz = np.load(path, allow_pickle=False)
+            self.keys = set(self._npz.files)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise MimzooError(f"cannot read {path} as an npz pack ({one_line(exc, 160)}); pass a pack made with "
+                              "numpy.savez") from None
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.keys
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        try:
+            return self._npz[key]
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+            raise MimzooError(f"cannot read {key} from {self.path} ({one_line(exc, 160)}): the pack is damaged; "
+                              "write it again with numpy.savez") from None
+
+    def images(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """``SPLIT_jpeg`` (1-D uint8 bytes) and ``SPLIT_offsets`` (N + 1 non-decreasing positions in them),
+        checked so that every image is a slice of the bytes."""
+        buffer, offsets = self[f"{split}_jpeg"], self[f"{split}_offsets"]
+        if buffer.ndim != 1 or buffer.dtype != np.uint8:
+            raise MimzooError(f"{self.path}: {split}_jpeg must be the images' bytes (1-D uint8), not "
+                              f"{buffer.dtype} of shape {buffer.shape}; write the pack again")
+        if (offsets.ndim != 1 or not np.issubdtype(offsets.dtype, np.integer) or len(offsets) == 0
+                or offsets[0] < 0 or offsets[-1] > len(buffer) or (np.diff(offsets) < 0).any()):
+            raise MimzooError(f"{self.path}: {split}_offsets must be N + 1 non-decreasing integer positions from 0 "
+                              f"to the length of {split}_jpeg ({len(buffer)}); the pack is damaged, write it again")
+        return buffer, offsets
+
+    def per_image(self, key: str, count: int) -> np.ndarray:
+        """An integer array with one entry (label, or label map) per image of a split."""
+        values = self[key]
+        if not np.issubdtype(values.dtype, np.integer) or values.ndim == 0 or len(values) != count:
+            raise MimzooError(f"{self.path}: {key} must hold one integer entry per image ({count}), not "
+                              f"{values.dtype} of shape {values.shape}; write the pack again")
+        return values
+
+
 class NpzPackSource:
     """Images stored as concatenated encoded bytes (``SPLIT_jpeg``) with ``SPLIT_offsets`` (N + 1,)."""
 
     def __init__(self, path: Path, split: str = "train") -> None:
         self.path, self.split = path, split
-        try:
-            pack = np.load(path, allow_pickle=False)
-            keys = set(pack.files)
-        except (OSError, ValueError) as exc:
-            raise MimzooError(f"cannot read {path} as an npz pack ({exc}); pass a pack made with numpy.savez") from None
-        if f"{split}_jpeg" not in keys or f"{split}_offsets" not in keys:
-            splits = sorted(k[: -len("_jpeg")] for k in keys if k.endswith("_jpeg"))
+        pack = NpzPack(path)
+        if f"{split}_jpeg" not in pack or f"{split}_offsets" not in pack:
+            splits = sorted(k[: -len("_jpeg")] for k in pack.keys if k.endswith("_jpeg"))
             raise MimzooError(
                 f"{path} has no split {split!r} (needs keys {split}_jpeg and {split}_offsets); "
                 f"splits in the pack: {', '.join(splits) or 'none'}; use --data {path}:SPLIT"
             )
-        self.buffer = pack[f"{split}_jpeg"]
-        self.offsets = pack[f"{split}_offsets"]
+        self.buffer, self.offsets = pack.images(split)
         labels_key = f"{split}_labels"
-        self.labels = pack[labels_key].astype(np.int64) if labels_key in keys else np.full(len(self), -1)
-        self.classes = [str(c) for c in pack["classes"]] if "classes" in keys else []
+        self.labels = (pack.per_image(labels_key, len(self)).astype(np.int64) if labels_key in pack
+                       else np.full(len(self), -1))
+        self.classes = [str(c) for c in pack["classes"]] if "classes" in pack else []
         if len(self) == 0:
             raise MimzooError(f"no images found in split {split!r} of {path}")
 

@@ -7,7 +7,10 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from mimzoo.errors import MimzooError
+from mimzoo.errors import check_settings, in_range
+
+# the learning-rate options (blr, lr) stop above this: such values only diverge, and usually are a typo
+MAX_LR = 10.0
 
 
 @dataclass
@@ -57,11 +60,12 @@ class PretrainConfig:
         return cls(**{k: v for k, v in values.items() if k in known})
 
     def validate(self) -> None:
-        checks = [
-            (self.epochs >= 1, "--epochs must be at least 1"),
-            (0 <= self.warmup_epochs <= self.epochs, "--warmup-epochs must be between 0 and --epochs"),
-            (self.batch_size >= 1 and self.accum >= 1, "--batch-size and --accum must be at least 1"),
-            (0 <= self.mask_ratio < 1, "--mask-ratio must be in [0, 1)"),
+        check_settings([
+            in_range("--epochs", self.epochs, 1),
+            in_range("--warmup-epochs", self.warmup_epochs, 0, self.epochs),
+            in_range("--batch-size", self.batch_size, 1),
+            in_range("--accum", self.accum, 1),
+            in_range("--mask-ratio", self.mask_ratio, 0, 1, high_open=True),
             (self.mask_ratio > 0 or self.method == "misalign",
              f"--mask-ratio 0 leaves {self.method} nothing to reconstruct; only misalign trains unmasked"),
             (self.mff_layers is None or self.method == "mff", "--mff-layers applies to --method mff only"),
@@ -72,14 +76,14 @@ class PretrainConfig:
              "--hog-bins and --hog-bias apply to --method localmim with --target hog only"),
             (self.hog_bins is None or self.hog_bins >= 2,
              "--hog-bins must be 2 or more (the paper's: 9, or 18 for ViT-L)"),
-            (self.blr > 0, "--blr must be positive"),
-            (self.min_lr >= 0, "--min-lr must be 0 or more"),
-            (self.workers >= 0, "--workers must be 0 or more"),
-            (self.log_every >= 1 and self.ckpt_every >= 1, "--log-every and --ckpt-every must be at least 1"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise MimzooError(message)
+            in_range("--blr", self.blr, 0, MAX_LR, low_open=True),
+            in_range("--min-lr", self.min_lr, 0, MAX_LR),
+            in_range("--weight-decay", self.weight_decay, 0),
+            in_range("--clip-grad", self.clip_grad, 0, low_open=True) if self.clip_grad is not None else (True, ""),
+            in_range("--workers", self.workers, 0),
+            in_range("--log-every", self.log_every, 1),
+            in_range("--ckpt-every", self.ckpt_every, 1),
+        ])
 
 
 # `mimzoo pretrain` with no arguments: MAE on the built-in CIFAR-10 sample with a tiny ViT, a few CPU minutes.

@@ -18,15 +18,17 @@ from mimzoo.data.labeled import LabeledDataset, LabeledSplits, open_labeled
 from mimzoo.data.segmentation import open_segmentation
 from mimzoo.engine import distributed as dist_utils
 from mimzoo.engine.distributed import DistContext
-from mimzoo.engine.features import backbone_data_config, dataset_features
+from mimzoo.engine.features import POOLS, backbone_data_config, dataset_features
 from mimzoo.engine.finetune import FinetuneConfig, finetune
 from mimzoo.engine.knn import knn_predict, top1
 from mimzoo.engine.linprobe import LinprobeConfig, linear_probe
 from mimzoo.engine.report import Reporter, for_rank
 from mimzoo.engine.segment import SegmentConfig, segment
 from mimzoo.engine.supervised import save_results
+from mimzoo.errors import check_settings, in_range, one_of
 from mimzoo.hub.card import add_result
 from mimzoo.hub.export import dataset_name
+from mimzoo.hub.layout import read_record
 from mimzoo.hub.resolve import load_backbone
 
 
@@ -52,6 +54,15 @@ class KnnConfig:
     workers: int = 4
     out: str = "runs/knn"
 
+    def validate(self) -> None:
+        check_settings([
+            in_range("--k", self.k, 1),
+            in_range("--temperature", self.temperature, 0, low_open=True),
+            one_of("--pool", self.pool, POOLS),
+            in_range("--batch-size", self.batch_size, 1),
+            in_range("--workers", self.workers, 0),
+        ])
+
 
 def run_knn(inp: DownstreamInput, cfg: KnnConfig, reporter: Reporter | None = None) -> dict[str, Any]:
     """Weighted kNN top-1 of frozen features: train split as the bank, validation split as queries."""
@@ -70,24 +81,24 @@ def run_knn(inp: DownstreamInput, cfg: KnnConfig, reporter: Reporter | None = No
         results = {"top1": accuracy, "config": {**vars(cfg), "bank": len(splits.train), "queries": len(splits.val)}}
         return save_results(Path(cfg.out), results, ctx)
 
-    return _run(inp, "knn", _classification_data(inp), body, ("accuracy", "top1"), reporter)
+    return _run(inp, "knn", _classification_data(inp), body, ("accuracy", "top1"), reporter, cfg.validate)
 
 
 def run_linprobe(inp: DownstreamInput, cfg: LinprobeConfig, reporter: Reporter | None = None) -> dict[str, Any]:
     return _run(inp, "linprobe", _classification_data(inp), lambda b, s, ctx, rep: linear_probe(b, s, cfg, ctx, rep),
-                ("accuracy", "best_top1"), reporter)
+                ("accuracy", "best_top1"), reporter, cfg.validate)
 
 
 def run_finetune(inp: DownstreamInput, cfg: FinetuneConfig, reporter: Reporter | None = None) -> dict[str, Any]:
     return _run(inp, "finetune", _classification_data(inp), lambda b, s, ctx, rep: finetune(b, s, cfg, ctx, rep),
-                ("accuracy", "best_top1"), reporter)
+                ("accuracy", "best_top1"), reporter, cfg.validate)
 
 
 def run_segment(inp: DownstreamInput, cfg: SegmentConfig, eval_split: str = "val",
                 reporter: Reporter | None = None) -> dict[str, Any]:
     """DPT segmentation; the card records the last epoch's class-mean IoU on the evaluation split."""
     return _run(inp, "segment", lambda: open_segmentation(inp.data, eval_split),
-                lambda b, d, ctx, rep: segment(b, d, cfg, ctx, rep), ("mean_iou", "last_miou"), reporter)
+                lambda b, d, ctx, rep: segment(b, d, cfg, ctx, rep), ("mean_iou", "last_miou"), reporter, cfg.validate)
 
 
 def _classification_data(inp: DownstreamInput) -> Callable[[], LabeledSplits]:
@@ -96,10 +107,14 @@ def _classification_data(inp: DownstreamInput) -> Callable[[], LabeledSplits]:
 
 def _run(inp: DownstreamInput, task: str, open_data: Callable[[], Any],
          body: Callable[[VisionTransformer, Any, DistContext, Reporter], dict[str, Any]],
-         headline: tuple[str, str], reporter: Reporter | None) -> dict[str, Any]:
-    """Resolve, open, run under torchrun or alone, and record ``results[headline[1]]`` as metric
-    ``headline[0]`` in the card of a local export."""
+         headline: tuple[str, str], reporter: Reporter | None, validate: Callable[[], None]) -> dict[str, Any]:
+    """Check the settings, resolve, open, run under torchrun or alone, and record ``results[headline[1]]`` as
+    metric ``headline[0]`` in the card of a local export (checked readable before the run)."""
+    validate()
+    torch.manual_seed(inp.seed)  # a random:ARCH backbone is drawn from it
     backbone, info = load_backbone(inp.backbone, inp.arch)
+    if inp.record and info.export_dir is not None:
+        read_record(info.export_dir)
     data = open_data()
     ctx = dist_utils.init_distributed(inp.device)
     try:

@@ -22,11 +22,12 @@ from timm.models.vision_transformer import VisionTransformer
 from timm.optim import param_groups_layer_decay
 
 from mimzoo.data.labeled import LabeledDataset, LabeledSplits
+from mimzoo.engine.config import MAX_LR
 from mimzoo.engine.distributed import DistContext
-from mimzoo.engine.features import backbone_data_config
+from mimzoo.engine.features import POOLS, backbone_data_config
 from mimzoo.engine.report import Reporter
 from mimzoo.engine.supervised import LoopConfig, SupervisedLoop
-from mimzoo.errors import MimzooError
+from mimzoo.errors import MimzooError, check_settings, in_range, one_line, one_of
 
 
 @dataclass
@@ -54,6 +55,34 @@ class FinetuneConfig:
     out: str = "runs/finetune"
     resume: bool = False
 
+    def validate(self) -> None:
+        check_settings([
+            one_of("--pool", self.pool, POOLS),
+            in_range("--epochs", self.epochs, 1),
+            in_range("--warmup-epochs", self.warmup_epochs, 0),
+            in_range("--batch-size", self.batch_size, 1),
+            in_range("--blr", self.blr, 0, MAX_LR, low_open=True),
+            in_range("--min-lr", self.min_lr, 0, MAX_LR),
+            in_range("--weight-decay", self.weight_decay, 0),
+            in_range("--layer-decay", self.layer_decay, 0, 1, low_open=True),
+            in_range("--drop-path", self.drop_path, 0, 1, high_open=True),
+            in_range("--smoothing", self.smoothing, 0, 1, high_open=True),
+            in_range("--mixup", self.mixup, 0),
+            in_range("--cutmix", self.cutmix, 0),
+            in_range("--reprob", self.reprob, 0, 1),
+            in_range("--clip-grad", self.clip_grad, 0, low_open=True) if self.clip_grad is not None else (True, ""),
+            in_range("--workers", self.workers, 0),
+            (not (self.mixup > 0 or self.cutmix > 0) or self.batch_size % 2 == 0,
+             f"Mixup/CutMix pair the images of a batch; use an even --batch-size, not {self.batch_size}"),
+        ])
+        if self.auto_augment:
+            try:  # timm parses the spec when it builds the transform; a 1-pixel build is enough to check it
+                create_transform(8, is_training=True, auto_augment=self.auto_augment)
+            except (AssertionError, ValueError, KeyError, IndexError) as exc:
+                raise MimzooError(f"--auto-augment {self.auto_augment!r} is not a timm augmentation spec "
+                                  f"({one_line(exc) if str(exc) else 'unparsable'}); use e.g. "
+                                  "rand-m9-mstd0.5-inc1-mmax9 (RandAugment), augmix-m5 or '' for none") from None
+
 
 def build_classifier(backbone: VisionTransformer, num_classes: int, cfg: FinetuneConfig) -> VisionTransformer:
     """A timm ViT of the backbone's architecture with a classifier, loaded with the backbone's weights.
@@ -61,9 +90,8 @@ def build_classifier(backbone: VisionTransformer, num_classes: int, cfg: Finetun
     Only the head (and, with avg pooling, a fresh ``fc_norm`` replacing the final ``norm``) may differ; any
     other mismatch means the weights do not fit the architecture.
     """
-    pool = {"avg": "avg", "token": "token"}.get(cfg.pool)
-    if pool is None:
-        raise MimzooError(f"unknown --pool {cfg.pool!r}; choose avg or token")
+    cfg.validate()
+    pool = cfg.pool
     model_args = {**get_model_args(backbone), "num_classes": num_classes, "global_pool": pool}
     model = timm.create_model(backbone.pretrained_cfg["architecture"], pretrained=False,
                               drop_path_rate=cfg.drop_path, **model_args)
@@ -97,9 +125,6 @@ def finetune(backbone: VisionTransformer, splits: LabeledSplits, cfg: FinetuneCo
                                 mean=data_cfg["mean"], std=data_cfg["std"])
     mixup = None
     if cfg.mixup > 0 or cfg.cutmix > 0:
-        if cfg.batch_size % 2:
-            raise MimzooError(
-                f"Mixup/CutMix pair the images of a batch; use an even --batch-size, not {cfg.batch_size}")
         mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.smoothing,
                       num_classes=num_classes)
     criterion = SoftTargetCrossEntropy() if mixup else LabelSmoothingCrossEntropy(cfg.smoothing)

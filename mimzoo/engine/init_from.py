@@ -16,14 +16,13 @@ import math
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 from mimzoo.archs import arch_for
 from mimzoo.engine.config import PretrainConfig
 from mimzoo.engine.distributed import DistContext, all_gather_object
 from mimzoo.errors import MimzooError
 from mimzoo.hub.layout import PRETRAINER, RECORD, WEIGHTS, read_json
-from mimzoo.hub.resolve import locate_backbone, safetensors_shapes, shape_mismatch
+from mimzoo.hub.resolve import locate_backbone, read_safetensors, safetensors_shapes, shape_mismatch
 from mimzoo.methods import Pretrainer
 
 
@@ -61,10 +60,10 @@ def load_init_weights(spec: str, model: Pretrainer, cfg: PretrainConfig) -> tupl
                           f"{_arch_hint(found, cfg.arch)}")
     pretrainer, why_not = _matching_pretrainer(info.weights, model, cfg.method)
     if pretrainer is not None:
-        model.load_state_dict(load_file(pretrainer), strict=True)
+        model.load_state_dict(read_safetensors(pretrainer), strict=True)
         record = {"file": pretrainer.name, "sha256": sha256_of(pretrainer), "part": "pretrainer"}
         return record, f"started from {spec}: the whole {cfg.method} pretrainer (sha256 {record['sha256'][:12]})"
-    model.encoder.load_state_dict(load_file(info.weights), strict=True)
+    model.encoder.load_state_dict(read_safetensors(info.weights), strict=True)
     record = {"file": info.weights.name, "sha256": sha256_of(info.weights), "part": "encoder"}
     return record, (f"started from the encoder of {spec} (sha256 {record['sha256'][:12]}); the rest of the "
                     f"{cfg.method} model starts fresh: {why_not}")

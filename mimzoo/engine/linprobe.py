@@ -9,6 +9,7 @@ Two paths train the same head:
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,13 +22,24 @@ from timm.optim import Lars
 from torch import nn
 
 from mimzoo.data.labeled import LabeledDataset, LabeledSplits
+from mimzoo.engine.checkpoint import CHECKPOINT, load_checkpoint, resumable, save_checkpoint
+from mimzoo.engine.config import MAX_LR
 from mimzoo.engine.distributed import DistContext
-from mimzoo.engine.features import backbone_data_config, dataset_features, pool_tokens
+from mimzoo.engine.features import POOLS, backbone_data_config, dataset_features, pool_tokens
 from mimzoo.engine.report import Reporter
-from mimzoo.engine.supervised import LoopConfig, SupervisedLoop, make_scheduler, write_results
-from mimzoo.errors import MimzooError
+from mimzoo.engine.supervised import (
+    CHECKPOINT_KEYS,
+    LoopConfig,
+    SupervisedLoop,
+    make_scheduler,
+    non_finite,
+    write_results,
+)
+from mimzoo.errors import Interrupted, MimzooError, check_settings, in_range, one_of
 
 CACHED_MAX_IMAGES = 100_000
+MODES = ("auto", "cached", "augmented")
+OPTIMIZERS = ("lars", "sgd")
 
 
 @dataclass
@@ -45,6 +57,20 @@ class LinprobeConfig:
     workers: int = 4
     out: str = "runs/linprobe"
     resume: bool = False
+
+    def validate(self) -> None:
+        check_settings([
+            one_of("--pool", self.pool, POOLS),
+            one_of("--mode", self.mode, MODES),
+            one_of("--optimizer", self.optimizer, OPTIMIZERS),
+            in_range("--epochs", self.epochs, 1),
+            in_range("--warmup-epochs", self.warmup_epochs, 0),
+            # the head's BatchNorm normalises over the batch: one image has no statistics
+            in_range("--batch-size", self.batch_size, 2),
+            in_range("--blr", self.blr, 0, MAX_LR, low_open=True),
+            in_range("--weight-decay", self.weight_decay, 0),
+            in_range("--workers", self.workers, 0),
+        ])
 
 
 class ProbeHead(nn.Sequential):
@@ -106,9 +132,8 @@ def mae_lars(params, lr: float, weight_decay: float) -> Lars:
 def linear_probe(backbone: VisionTransformer, splits: LabeledSplits, cfg: LinprobeConfig, ctx: DistContext,
                  reporter: Reporter) -> dict[str, Any]:
     """Train the probe head; returns results (best / last top-1, history) also written to OUT/results.json."""
+    cfg.validate()
     mode = cfg.mode if cfg.mode != "auto" else ("cached" if len(splits.train) <= CACHED_MAX_IMAGES else "augmented")
-    if mode not in ("cached", "augmented"):
-        raise MimzooError(f"unknown --mode {cfg.mode!r}; choose auto, cached or augmented")
     data_cfg = backbone_data_config(backbone)
     eval_set = LabeledDataset(splits.val, create_transform(**data_cfg, is_training=False))
     head = ProbeHead(backbone.num_features, len(splits.classes)).to(ctx.device)
@@ -134,6 +159,9 @@ def _loop_config(cfg: LinprobeConfig, lr: float) -> LoopConfig:
 def _cached_probe(backbone: VisionTransformer, head: ProbeHead, splits: LabeledSplits, eval_set: LabeledDataset,
                   cfg: LinprobeConfig, lr: float, ctx: DistContext, reporter: Reporter,
                   record: dict[str, Any]) -> dict[str, Any]:
+    out = Path(cfg.out)
+    resume = resumable(out, cfg.resume)
+
     def features(dataset: LabeledDataset) -> tuple[torch.Tensor, torch.Tensor]:
         return dataset_features(backbone, dataset, cfg.batch_size, cfg.workers, ctx.device, cfg.pool, reporter)
 
@@ -143,22 +171,44 @@ def _cached_probe(backbone: VisionTransformer, head: ProbeHead, splits: LabeledS
     steps = max(1, len(train_x) // cfg.batch_size)
     scheduler = make_scheduler(optimizer, _loop_config(cfg, lr), steps)
     generator = torch.Generator().manual_seed(0)
-    history = []
-    reporter.start(cfg.epochs * steps, 0, "linear probe")
-    for epoch in range(cfg.epochs):
-        head.train()
-        order = torch.randperm(len(train_x), generator=generator).to(ctx.device)
-        for i in range(steps):
-            batch = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-            loss = nn.functional.cross_entropy(head(train_x[batch]), train_y[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step_update(epoch * steps + i + 1)
-        head.eval()
-        with torch.no_grad():
-            top1 = 100.0 * (head(val_x).argmax(1) == val_y).float().mean().item()
-        history.append({"epoch": epoch + 1, "train_loss": loss.item(), "top1": top1})
-        reporter.update((epoch + 1) * steps, {"loss": loss.item(), "top1": top1})
-    reporter.stop()
-    return write_results(Path(cfg.out), history, record, ctx)
+    history: list[dict[str, Any]] = []
+    if resume:  # the features are recomputed (the same: centre views of a frozen encoder); the head continues
+        state = load_checkpoint(out / CHECKPOINT, ctx.device, (*CHECKPOINT_KEYS, "generator"))
+        head.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        history = state["history"]
+        generator.set_state(state["generator"])
+        reporter.message(f"resumed {out} after epoch {len(history)}")
+    reporter.start(cfg.epochs * steps, len(history) * steps, "linear probe")
+    step = len(history) * steps
+    try:
+        for epoch in range(len(history), cfg.epochs):
+            head.train()
+            order = torch.randperm(len(train_x), generator=generator).to(ctx.device)
+            total = torch.zeros((), device=ctx.device)
+            for i in range(steps):
+                batch = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+                loss = nn.functional.cross_entropy(head(train_x[batch]), train_y[batch])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                step = epoch * steps + i + 1
+                scheduler.step_update(step)
+                total += loss.detach()
+            mean = total.item() / steps
+            if not math.isfinite(mean):
+                raise non_finite(_loop_config(cfg, lr), epoch + 1)
+            head.eval()
+            with torch.no_grad():
+                top1 = 100.0 * (head(val_x).argmax(1) == val_y).float().mean().item()
+            history.append({"epoch": epoch + 1, "train_loss": mean, "top1": top1})
+            reporter.update((epoch + 1) * steps, {"loss": mean, "top1": top1})
+            if ctx.is_main:
+                save_checkpoint(out / CHECKPOINT, {"model": head.state_dict(), "optimizer": optimizer.state_dict(),
+                                                   "epoch": epoch + 1, "history": history,
+                                                   "generator": generator.get_state(), "config": record})
+    except KeyboardInterrupt:
+        raise Interrupted(step, cfg.epochs * steps, f"epoch {len(history)}" if history else None) from None
+    finally:
+        reporter.stop()
+    return write_results(out, history, record, ctx)

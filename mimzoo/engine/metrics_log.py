@@ -18,16 +18,18 @@ def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
 
 
 def read_metrics(run_dir: Path, up_to_step: float = math.inf) -> list[dict[str, Any]]:
-    """The records logged at or before ``up_to_step`` (none if there is no log); a line cut short by a kill is
-    skipped."""
+    """The records logged at or before ``up_to_step`` (none if there is no log); a line cut short by a kill (or
+    anything else that is not a metrics record) is skipped."""
     path = Path(run_dir) / METRICS
     if not path.is_file():
         return []
     records = []
-    for line in path.read_text().splitlines():
+    for line in path.read_bytes().splitlines():
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
+        except ValueError:  # not UTF-8 JSON
+            continue
+        if not isinstance(record, dict) or not isinstance(record.get("step", 0), int | float):
             continue
         if record.get("step", math.inf) <= up_to_step:
             records.append(record)

@@ -25,14 +25,21 @@ from mimzoo.data.sources import open_source
 from mimzoo.data.transforms import make_view
 from mimzoo.engine import distributed as dist_utils
 from mimzoo.engine.atomic import atomic_path
-from mimzoo.engine.checkpoint import CHECKPOINT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from mimzoo.engine.checkpoint import (
+    CHECKPOINT,
+    load_checkpoint,
+    resumable,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from mimzoo.engine.config import PretrainConfig
 from mimzoo.engine.distributed import DistContext
 from mimzoo.engine.init_from import init_from
 from mimzoo.engine.metrics_log import METRICS, append_metrics, truncate_metrics
 from mimzoo.engine.report import Reporter, for_rank
 from mimzoo.engine.schedule import warmup_cosine
-from mimzoo.errors import MimzooError
+from mimzoo.errors import Interrupted, MimzooError
 from mimzoo.hub.export import export_run
 from mimzoo.hub.layout import previous_export
 from mimzoo.methods import Pretrainer, get_method, resolve_defaults
@@ -41,6 +48,7 @@ from mimzoo.methods import Pretrainer, get_method, resolve_defaults
 # was saved in these groups)
 LEGACY_NO_WEIGHT_DECAY = ["*pos_embed", "*cls_token", "*reg_token", "*mask_token"]
 RUN_CONFIG, EXPORT = "config.json", "export"  # in a run folder, beside checkpoint.pt and metrics.jsonl
+CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "step", "skipped", "rng", "config")
 
 
 @dataclass
@@ -76,14 +84,10 @@ def resolve_run_config(cfg: PretrainConfig, resume: bool, explicit: set[str]) ->
     """For a resume, start from the checkpoint's config and apply only options the user gave explicitly."""
     ckpt_path = Path(cfg.out) / CHECKPOINT
     previous_export(Path(cfg.out) / EXPORT)  # a folder the final export could not replace stops the run now
-    if not resume:
-        if ckpt_path.exists():
-            raise MimzooError(f"{cfg.out} already holds a run; continue it with --resume or choose a new --out")
+    if not resumable(Path(cfg.out), resume):
         _check_fresh_folder(Path(cfg.out))
         return cfg
-    if not ckpt_path.exists():
-        raise MimzooError(f"no checkpoint to resume in {cfg.out}; drop --resume to start a new run there")
-    saved = PretrainConfig.from_dict(load_checkpoint(ckpt_path, torch.device("cpu"))["config"])
+    saved = PretrainConfig.from_dict(load_checkpoint(ckpt_path, torch.device("cpu"), CHECKPOINT_KEYS)["config"])
     if saved.no_weight_decay is None:
         saved.no_weight_decay = list(LEGACY_NO_WEIGHT_DECAY)
     for key in RUN_IDENTITY:
@@ -160,7 +164,7 @@ class _Trainer:
                                            betas=(0.9, 0.95))
         self.scheduler = warmup_cosine(self.optimizer, cfg.epochs, cfg.warmup_epochs,
                                        self.schedule.steps_per_epoch, cfg.min_lr)
-        self.step, self.skipped = 0, 0
+        self.step, self.skipped, self.saved_step = 0, 0, 0
         self.model: torch.nn.Module = self.method
         if ctx.enabled:
             ids = [ctx.device.index] if ctx.device.type == "cuda" else None
@@ -173,7 +177,7 @@ class _Trainer:
 
     # ---- checkpoints ----------------------------------------------------------------------------
     def _load(self) -> None:
-        state = load_checkpoint(self.run_dir / CHECKPOINT, self.ctx.device)
+        state = load_checkpoint(self.run_dir / CHECKPOINT, self.ctx.device, CHECKPOINT_KEYS)
         self.method.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         fresh = self.scheduler.state_dict()
@@ -182,6 +186,7 @@ class _Trainer:
         else:  # --epochs or --warmup-epochs changed on resume: the lr follows the new schedule from here
             self.reporter.message("schedule changed since the checkpoint: the lr follows the new schedule")
         self.step, self.skipped = state["step"], state["skipped"]
+        self.saved_step = self.step
         rng = state["rng"]
         if len(rng) == self.ctx.world_size:
             set_rng_state(rng[self.ctx.rank])
@@ -202,6 +207,7 @@ class _Trainer:
                 "config": self.cfg.to_dict(),
             })
         dist_utils.barrier(self.ctx)
+        self.saved_step = self.step
 
     # ---- the loop -------------------------------------------------------------------------------
     def run(self) -> Path:
@@ -223,6 +229,9 @@ class _Trainer:
         try:
             while self.step < sched.total_steps:
                 self._run_epoch(self.step // sched.steps_per_epoch)
+        except KeyboardInterrupt:
+            saved = f"step {self.saved_step}" if (self.run_dir / CHECKPOINT).exists() else None
+            raise Interrupted(self.step, sched.total_steps, saved) from None
         finally:
             self.reporter.stop()
         if self.ctx.enabled:

@@ -24,12 +24,13 @@ from torch import nn
 
 from mimzoo.data.loader import SkipReportingLoader
 from mimzoo.data.segmentation import SegData, SegDataset, check_split
+from mimzoo.engine.config import MAX_LR
 from mimzoo.engine.distributed import DistContext
 from mimzoo.engine.features import backbone_data_config
 from mimzoo.engine.report import Reporter
 from mimzoo.engine.seg_metrics import SegMeter
 from mimzoo.engine.supervised import LoopConfig, SupervisedLoop
-from mimzoo.errors import MimzooError
+from mimzoo.errors import MimzooError, check_settings, in_range
 
 DPT_STRIDE = 32  # DPT's coarsest level is 1/32 of the input
 DEFAULT_IGNORE = 255
@@ -51,6 +52,21 @@ class SegmentConfig:
     out: str = "runs/segment"
     resume: bool = False
     previews: int = 4
+
+    def validate(self) -> None:
+        check_settings([
+            in_range("--epochs", self.epochs, 1),
+            in_range("--warmup-epochs", self.warmup_epochs, 0),
+            in_range("--batch-size", self.batch_size, 1),
+            in_range("--lr", self.lr, 0, MAX_LR, low_open=True),
+            in_range("--min-lr", self.min_lr, 0, MAX_LR),
+            in_range("--weight-decay", self.weight_decay, 0),
+            in_range("--layer-decay", self.layer_decay, 0, 1, low_open=True),
+            in_range("--crop", self.crop, 1),
+            in_range("--ignore-index", self.ignore_index, 0) if self.ignore_index is not None else (True, ""),
+            in_range("--previews", self.previews, 0),
+            in_range("--workers", self.workers, 0),
+        ])
 
 
 def input_multiple(backbone: VisionTransformer) -> int:
@@ -117,6 +133,7 @@ def layer_decay_groups(model: smp.DPT, cfg: SegmentConfig) -> list[dict[str, Any
 def segment(backbone: VisionTransformer, data: SegData, cfg: SegmentConfig, ctx: DistContext,
             reporter: Reporter) -> dict[str, Any]:
     """Train DPT on ``data``; returns the results (mIoU, per-class IoU, pixel accuracy), also in OUT."""
+    cfg.validate()
     num_classes, multiple = len(data.classes), input_multiple(backbone)
     if cfg.crop % multiple:
         raise MimzooError(f"--crop {cfg.crop} must be a multiple of {multiple} (patch size and DPT's 1/32 level); "
@@ -136,7 +153,7 @@ def segment(backbone: VisionTransformer, data: SegData, cfg: SegmentConfig, ctx:
     loop = SupervisedLoop(
         model, optimizer, train_set, val_set, SegLoss(ignore, cfg.dice),
         LoopConfig(cfg.epochs, cfg.warmup_epochs, cfg.batch_size, lr, cfg.min_lr, cfg.workers, Path(cfg.out),
-                   cfg.resume, eval_batch_size=1),
+                   cfg.resume, eval_batch_size=1, lr_option="--lr"),
         ctx, reporter, {**asdict(cfg), "ignore_index": ignore, "classes": data.classes},
         evaluator=seg_evaluator(num_classes, ignore), headline="miou",
     )

@@ -22,11 +22,11 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from mimzoo.data.loader import SkipReportingLoader
 from mimzoo.engine import distributed as dist_utils
 from mimzoo.engine.atomic import atomic_path
-from mimzoo.engine.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from mimzoo.engine.checkpoint import CHECKPOINT, load_checkpoint, resumable, rng_state, save_checkpoint, set_rng_state
 from mimzoo.engine.distributed import DistContext
 from mimzoo.engine.report import Reporter
 from mimzoo.engine.schedule import warmup_cosine
-from mimzoo.errors import MimzooError
+from mimzoo.errors import Interrupted, MimzooError
 
 
 @dataclass
@@ -41,6 +41,16 @@ class LoopConfig:
     resume: bool = False
     clip_grad: float | None = None
     eval_batch_size: int | None = None  # None = batch_size
+    lr_option: str = "--blr"  # the option a diverging run should lower
+
+
+CHECKPOINT_KEYS = ("model", "optimizer", "epoch", "history")
+
+
+def non_finite(cfg: LoopConfig, epoch: int) -> MimzooError:
+    """The error of a training loss that became NaN or infinite: nothing of the run is recorded."""
+    return MimzooError(f"non-finite training loss in epoch {epoch}: training diverged and nothing was recorded; "
+                       f"lower {cfg.lr_option} and start again in a new --out")
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: LoopConfig, steps_per_epoch: int) -> CosineLRScheduler:
@@ -111,27 +121,26 @@ class SupervisedLoop:
         self.module = model
         if ctx.enabled:
             self.model = DistributedDataParallel(model, device_ids=[ctx.device.index] if pin else None)
-        self.epoch, self.history = 0, []
-        if cfg.resume:
+        self.epoch, self.history, self.step = 0, [], 0
+        if resumable(cfg.out, cfg.resume):
             self._load()
-        elif (cfg.out / CHECKPOINT).exists():
-            raise MimzooError(f"{cfg.out} already holds a run; continue it with --resume or choose a new --out")
 
     def _load(self) -> None:
-        path = self.cfg.out / CHECKPOINT
-        if not path.exists():
-            raise MimzooError(f"no checkpoint to resume in {self.cfg.out}; drop --resume to start a new run")
-        state = load_checkpoint(path, self.ctx.device)
+        state = load_checkpoint(self.cfg.out / CHECKPOINT, self.ctx.device, CHECKPOINT_KEYS)
         self.module.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch, self.history = state["epoch"], state["history"]
+        rng = state.get("rng", [])  # older checkpoints have none: the run continues, not bit-exactly
+        if len(rng) == self.ctx.world_size:  # the augmentations, Mixup and drop path continue exactly
+            set_rng_state(rng[self.ctx.rank])
         self.reporter.message(f"resumed {self.cfg.out} after epoch {self.epoch}")
 
     def _save(self) -> None:
+        rng = dist_utils.all_gather_object(self.ctx, rng_state())
         if self.ctx.is_main:
             save_checkpoint(self.cfg.out / CHECKPOINT, {"model": self.module.state_dict(),
                                                         "optimizer": self.optimizer.state_dict(),
-                                                        "epoch": self.epoch, "history": self.history,
+                                                        "epoch": self.epoch, "history": self.history, "rng": rng,
                                                         "config": self.record})
         dist_utils.barrier(self.ctx)
 
@@ -151,6 +160,9 @@ class SupervisedLoop:
                 shown = ", ".join(f"{k} {v:.2f}" for k, v in scalars.items())
                 self.reporter.message(f"epoch {self.epoch}: train loss {loss:.4f}, val {shown}")
                 self._save()
+        except KeyboardInterrupt:
+            saved = f"epoch {self.epoch}" if (self.cfg.out / CHECKPOINT).exists() else None
+            raise Interrupted(self.step, self.cfg.epochs * steps, saved) from None
         finally:
             self.reporter.stop()
         return write_results(self.cfg.out, self.history, self.record, self.ctx, self.headline, self.details)
@@ -171,11 +183,11 @@ class SupervisedLoop:
             if self.cfg.clip_grad:
                 torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.cfg.clip_grad)
             self.optimizer.step()
-            step = self.epoch * steps + i + 1
+            step = self.step = self.epoch * steps + i + 1
             self.scheduler.step_update(step)
             total += loss.detach().float()
             self.reporter.update(step, {"loss": loss.item()} if step % 10 == 0 else {})
         mean = dist_utils.mean_across_ranks(self.ctx, total / steps).item()
         if not math.isfinite(mean):
-            raise MimzooError(f"non-finite training loss in epoch {self.epoch + 1}; lower --blr and start again")
+            raise non_finite(self.cfg, self.epoch + 1)
         return mean

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from timm.models import save_for_hf
 
 import mimzoo
@@ -29,7 +29,7 @@ from mimzoo.engine.report import Reporter
 from mimzoo.errors import MimzooError, one_line
 from mimzoo.hub.card import write_record
 from mimzoo.hub.layout import CONFIG, PRETRAINER, WEIGHTS, previous_export, read_json, read_record
-from mimzoo.hub.resolve import check_fits
+from mimzoo.hub.resolve import check_fits, read_safetensors
 from mimzoo.methods import Pretrainer, deviations, get_method
 
 DEFAULT_LICENSE = "cc-by-nc-4.0"  # MAE's code and weights are CC-BY-NC 4.0, as are timm's MAE entries
@@ -143,7 +143,7 @@ def _carry_over(previous: dict[str, Any], old_dir: Path, new_weights: Path, reco
 
 def _same_tensors(a: Path, b: Path) -> bool:
     """Whether two safetensors files hold the same tensors (names, dtypes, shapes and values)."""
-    first, second = load_file(a), load_file(b)
+    first, second = read_safetensors(a), read_safetensors(b)
     return first.keys() == second.keys() and all(
         first[k].dtype == second[k].dtype and torch.equal(first[k], second[k]) for k in first)
 
@@ -153,7 +153,7 @@ def load_run(run_dir: Path) -> tuple[Pretrainer, PretrainConfig, dict[str, Any]]
     run_dir = Path(run_dir)
     if not (run_dir / CHECKPOINT).is_file():
         raise MimzooError(f"{run_dir} is not a run folder: it has no {CHECKPOINT} (make one with mimzoo pretrain)")
-    state = load_checkpoint(run_dir / CHECKPOINT, torch.device("cpu"))
+    state = load_checkpoint(run_dir / CHECKPOINT, torch.device("cpu"), ("model", "step", "config"))
     cfg = PretrainConfig.from_dict(state["config"])
     return _built(cfg, state["model"], run_dir / CHECKPOINT), cfg, state
 
@@ -164,7 +164,7 @@ def load_pretrainer(export_dir: Path) -> Pretrainer:
     record = read_record(export_dir)
     if not (export_dir / PRETRAINER).is_file():
         raise MimzooError(f"{export_dir} has no {PRETRAINER}: only the encoder was published")
-    return _built(PretrainConfig.from_dict(record["config"]), load_file(export_dir / PRETRAINER),
+    return _built(PretrainConfig.from_dict(record["config"]), read_safetensors(export_dir / PRETRAINER),
                   export_dir / PRETRAINER)
 
 

@@ -28,8 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
 import mimzoo
 from mimzoo.archs import arch_for, get_arch
@@ -38,7 +36,7 @@ from mimzoo.engine.report import Reporter
 from mimzoo.errors import MimzooError, one_line
 from mimzoo.hub.export import DEFAULT_LICENSE, slug, write_export
 from mimzoo.hub.layout import previous_export, read_json
-from mimzoo.hub.resolve import shape_mismatch
+from mimzoo.hub.resolve import read_safetensors, shape_mismatch
 from mimzoo.methods import get_method
 from mimzoo.methods.mae import MAE
 
@@ -194,10 +192,7 @@ def _read_transformers(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, A
     if weights is None:
         raise MimzooError(f"{folder} has no model.safetensors or pytorch_model.bin: not a transformers model folder")
     if weights.suffix == ".safetensors":
-        try:
-            state = load_file(weights)
-        except (OSError, SafetensorError) as exc:
-            raise MimzooError(f"cannot read {weights}: {one_line(exc)}") from None
+        state = read_safetensors(weights)
     else:
         state = _torch_load(weights)
     renamed: dict[str, torch.Tensor] = {}

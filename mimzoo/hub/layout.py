@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mimzoo.engine.checkpoint import CHECKPOINT
-from mimzoo.errors import MimzooError
+from mimzoo.errors import MimzooError, one_line
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -61,17 +61,29 @@ def previous_export(folder: Path) -> dict[str, Any] | None:
         missing = sorted({CONFIG, WEIGHTS, RECORD} - set(names))
         raise MimzooError(f"{folder} is not a mimzoo export (it has no {' or '.join(missing)}): export into a new "
                           "or empty folder")
-    record = read_json(folder / RECORD)
-    if not isinstance(record, dict) or not isinstance(record.get("results"), list) or "method" not in record:
+    record = read_json(folder / RECORD, "export into a new or empty folder")
+    if not is_record(record):
         raise MimzooError(f"{folder / RECORD} is not the record of a mimzoo export: export into a new or empty folder")
     return record
 
 
-def read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path, fix: str = "restore it, or write the folder again with mimzoo") -> dict[str, Any]:
+    """A JSON object from ``path``; a file that is unreadable, not UTF-8 JSON or not an object is a one-line error
+    naming it and ``fix``."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise MimzooError(f"cannot read {path}: {exc}") from exc
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise MimzooError(f"cannot read {path}: {one_line(exc, 200)}; {fix}") from None
+    if not isinstance(values, dict):
+        raise MimzooError(f"{path} holds a JSON {type(values).__name__}, not an object; {fix}")
+    return values
+
+
+def is_record(record: dict[str, Any]) -> bool:
+    """Whether a ``mimzoo.json`` has the shape mimzoo writes: method and arch names, a config and result rows."""
+    return (isinstance(record.get("method"), str) and isinstance(record.get("arch"), str)
+            and isinstance(record.get("config"), dict) and isinstance(record.get("results"), list)
+            and all(isinstance(row, dict) for row in record["results"]))
 
 
 def read_record(folder: Path) -> dict[str, Any]:
@@ -80,4 +92,9 @@ def read_record(folder: Path) -> dict[str, Any]:
     if not (folder / RECORD).is_file():
         raise MimzooError(f"{folder} is a timm backbone but not a mimzoo export (no {RECORD}); "
                           "results and cards need a folder made by `mimzoo export`")
-    return read_json(folder / RECORD)
+    fix = "restore it, or export the run again (mimzoo export RUN --out FOLDER)"
+    record = read_json(folder / RECORD, fix)
+    if not is_record(record):
+        raise MimzooError(f"{folder / RECORD} is not the record of a mimzoo export (method, arch, config, results); "
+                          f"{fix}")
+    return record

@@ -69,7 +69,7 @@ def load_backbone(spec: str, arch: str | None = None, **model_kwargs: Any) -> tu
     check_fits(info.config, info.weights)
     with torch.device("meta"):  # every tensor comes from the weights: skip timm's random init
         model = create_vit(info.config, **model_kwargs)
-    state = load_file(info.weights)
+    state = read_safetensors(info.weights)
     if model_kwargs:  # timm adapts the checkpoint to changed shapes (position-embedding grid, patch size)
         state = checkpoint_filter_fn(state, model)
     try:
@@ -120,8 +120,12 @@ def cached_snapshot(repo_id: str, revision: str | None = None) -> Path | None:
 
 def create_vit(config: dict[str, Any], **model_kwargs: Any) -> VisionTransformer:
     """A headless timm ViT as ``config`` describes it, carrying its ``pretrained_cfg`` (mean, std, crop, ...)."""
-    if "architecture" not in config:
-        raise MimzooError("the config.json has no 'architecture': it is not a timm model config")
+    if not isinstance(config.get("architecture"), str):
+        raise MimzooError("the config.json has no 'architecture' name: it is not a timm model config")
+    for key in ("model_args", "pretrained_cfg"):
+        if not isinstance(config.get(key, {}), dict):
+            raise MimzooError(f"the config.json's {key!r} is a {type(config[key]).__name__}, not an object: it is "
+                              "not a timm model config (restore it, or export the backbone again)")
     args = {**config.get("model_args", {}), **model_kwargs, "num_classes": 0}
     try:
         model = timm.create_model(config["architecture"], pretrained=False,
@@ -144,13 +148,23 @@ def check_fits(config: dict[str, Any], weights: Path) -> None:
         raise MimzooError(f"{weights} does not fit its config ({model}): {mismatch}")
 
 
+def read_safetensors(weights: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a safetensors file; a one-line error for a damaged or unreadable one."""
+    try:
+        return load_file(weights)
+    except (OSError, SafetensorError) as exc:
+        raise MimzooError(f"cannot read {weights}: {one_line(exc)}; restore the file (or pull or export it again)") \
+            from None
+
+
 def safetensors_shapes(weights: Path) -> dict[str, tuple[int, ...]]:
     """Tensor name -> shape, read from a safetensors header only; a one-line error for an unreadable file."""
     try:
         with safe_open(weights, "pt") as f:
             return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     except (OSError, SafetensorError) as exc:
-        raise MimzooError(f"cannot read {weights}: {one_line(exc)}") from None
+        raise MimzooError(f"cannot read {weights}: {one_line(exc)}; restore the file (or pull or export it again)") \
+            from None
 
 
 def shape_mismatch(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]],
