@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import struct
 import subprocess
 import sys
@@ -79,6 +80,12 @@ def finished_run(tmp_path_factory, npz_pack) -> tuple[Path, str]:
     result = CliRunner().invoke(app, [str(a) for a in tiny_pretrain_args(npz_pack, out, "--log-every", "1")])
     assert result.exit_code == 0, result.output
     return out, result.output
+
+
+@pytest.fixture()
+def export(finished_run, tmp_path) -> Path:
+    """A private copy of the tiny run's export, so recorded results (or a test's damage) do not leak between tests."""
+    return Path(shutil.copytree(finished_run[0] / "export", tmp_path / "export"))
 
 
 @pytest.fixture()

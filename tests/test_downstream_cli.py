@@ -10,12 +10,6 @@ from test_segment import write_generic
 from conftest import save_bomb
 
 
-@pytest.fixture()
-def export(finished_run, tmp_path):
-    """A private copy of the tiny run's export, so recorded results do not leak between tests."""
-    return shutil.copytree(finished_run[0] / "export", tmp_path / "export")
-
-
 def recorded(export) -> list[dict]:
     return json.loads((export / "mimzoo.json").read_text())["results"]
 

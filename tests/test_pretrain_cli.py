@@ -83,6 +83,7 @@ def test_resume_extends_a_finished_run(finished_run, cli, tmp_path):
 def error_line(result) -> str:
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)  # in-process: a traceback is kept here
     lines = [line for line in result.output.splitlines() if line.startswith("error: ")]
     assert len(lines) == 1, result.output
     return lines[0]
