@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from timm.data import create_transform
 from timm.models.vision_transformer import VisionTransformer
+from timm.utils import random_seed
 
 from mimzoo.data.labeled import LabeledDataset, LabeledSplits, open_labeled
 from mimzoo.data.segmentation import open_segmentation
@@ -111,14 +111,14 @@ def _run(inp: DownstreamInput, task: str, open_data: Callable[[], Any],
     """Check the settings, resolve, open, run under torchrun or alone, and record ``results[headline[1]]`` as
     metric ``headline[0]`` in the card of a local export (checked readable before the run)."""
     validate()
-    torch.manual_seed(inp.seed)  # a random:ARCH backbone is drawn from it
+    random_seed(inp.seed)  # torch (a random:ARCH backbone, heads, drop path), numpy (Mixup), Python (RandAugment)
     backbone, info = load_backbone(inp.backbone, inp.arch)
     if inp.record and info.export_dir is not None:
         read_record(info.export_dir)
     data = open_data()
     ctx = dist_utils.init_distributed(inp.device)
     try:
-        torch.manual_seed(inp.seed)
+        random_seed(inp.seed)
         results = body(backbone, data, ctx, for_rank(reporter, ctx.is_main))
         if ctx.is_main and inp.record and info.export_dir is not None:
             metric, key = headline

@@ -180,7 +180,8 @@ def _cached_probe(backbone: VisionTransformer, head: ProbeHead, splits: LabeledS
         generator.set_state(state["generator"])
         reporter.message(f"resumed {out} after epoch {len(history)}")
     reporter.start(cfg.epochs * steps, len(history) * steps, "linear probe")
-    step = len(history) * steps
+    saved = len(history)  # epochs in the checkpoint
+    step = saved * steps
     try:
         for epoch in range(len(history), cfg.epochs):
             head.train()
@@ -207,8 +208,9 @@ def _cached_probe(backbone: VisionTransformer, head: ProbeHead, splits: LabeledS
                 save_checkpoint(out / CHECKPOINT, {"model": head.state_dict(), "optimizer": optimizer.state_dict(),
                                                    "epoch": epoch + 1, "history": history,
                                                    "generator": generator.get_state(), "config": record})
+            saved = epoch + 1
     except KeyboardInterrupt:
-        raise Interrupted(step, cfg.epochs * steps, f"epoch {len(history)}" if history else None) from None
+        raise Interrupted(step, cfg.epochs * steps, f"epoch {saved}" if saved else None) from None
     finally:
         reporter.stop()
     return write_results(out, history, record, ctx)

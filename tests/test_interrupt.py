@@ -1,0 +1,115 @@
+"""Ctrl-C says where a run stopped and exits 130 with its last checkpoint kept; --resume continues exactly; a
+diverging probe and a resume with nothing to resume stop with one line."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from test_classify import CPU, tiny_backbone
+from test_pretrain_cli import error_line
+from timm.utils import random_seed
+
+from conftest import TINY_ARCH
+from mimzoo.data.labeled import open_labeled
+from mimzoo.engine.finetune import FinetuneConfig, finetune
+from mimzoo.engine.report import SilentReporter
+from mimzoo.errors import Interrupted
+
+PROBE = ["--workers", "0", "--device", "cpu", "--val-fraction", "0.25", "--warmup-epochs", "0", "--batch-size", "8"]
+
+
+def test_sigint_mid_pretraining_exits_130_and_keeps_the_checkpoint(npz_pack, tmp_path):
+    out = tmp_path / "r"
+    command = [sys.executable, "-m", "mimzoo", "pretrain", "--data", str(npz_pack), "--arch", TINY_ARCH, "--out",
+               str(out), "--batch-size", "4", "--epochs", "50", "--warmup-epochs", "0", "--workers", "0",
+               "--ckpt-every", "2"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "error:" not in stderr
+    line = next(line for line in stderr.splitlines() if line.startswith("interrupted at step"))
+    assert " of 500; continue with --resume (from the checkpoint of step " in line
+    assert "500/500" not in stderr  # the bar stays where the run got to
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state["step"] >= 2 and not (out / "export").exists()
+
+
+class StopAtStep(SilentReporter):
+    """Ctrl-C at a given training step (the reporter is told of every step)."""
+
+    def __init__(self, step: int) -> None:
+        self.stop_at = step
+
+    def update(self, step, logs) -> None:
+        if step == self.stop_at:
+            raise KeyboardInterrupt
+
+
+def test_finetune_resume_is_exact(npz_pack, tmp_path):
+    splits = open_labeled(str(npz_pack), val_fraction=0.25)
+
+    def run(out, resume=False, reporter=None):
+        random_seed(3)  # as the downstream commands do: torch, numpy (Mixup) and Python (RandAugment, erasing)
+        cfg = FinetuneConfig(epochs=2, warmup_epochs=1, batch_size=8, workers=0, out=str(out), resume=resume,
+                             reprob=0.5)
+        return finetune(tiny_backbone(), splits, cfg, CPU, reporter or SilentReporter())
+
+    reference = run(tmp_path / "reference")
+    with pytest.raises(Interrupted, match=r"interrupted at step 4 of 6; continue with --resume \(from the checkpoint "
+                                          r"of epoch 1\)"):
+        run(tmp_path / "resumed", reporter=StopAtStep(4))  # 3 steps an epoch: stopped inside the second
+    resumed = run(tmp_path / "resumed", resume=True)
+    assert resumed["history"] == reference["history"]
+    ours = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)["model"]
+    theirs = torch.load(tmp_path / "reference" / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+
+
+def test_interrupted_linprobe_exits_130_then_resumes(cli, export, npz_pack, tmp_path, monkeypatch):
+    from mimzoo_cli.progress import RichReporter
+
+    original = RichReporter.update
+
+    def interrupt_in_epoch_2(self, step, logs):
+        if step > 3 and logs:  # the cached probe reports once an epoch (3 steps)
+            raise KeyboardInterrupt
+        original(self, step, logs)
+
+    monkeypatch.setattr(RichReporter, "update", interrupt_in_epoch_2)
+    args = ["linprobe", export, "--data", npz_pack, *PROBE, "--epochs", "3", "--out", tmp_path / "lp"]
+    result = cli(*args)
+    assert result.exit_code == 130, result.output
+    assert "interrupted at step 6 of 9; continue with --resume (from the checkpoint of epoch 1)" in result.output
+    assert not (tmp_path / "lp" / "results.json").exists()
+    monkeypatch.setattr(RichReporter, "update", original)
+    resumed = cli(*args, "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert "resumed" in resumed.output
+    assert len(json.loads((tmp_path / "lp" / "results.json").read_text())["history"]) == 3
+
+
+def test_linprobe_resume_with_nothing_to_resume(cli, export, npz_pack, tmp_path):
+    result = cli("linprobe", export, "--data", npz_pack, *PROBE, "--epochs", "1", "--out", tmp_path / "lp",
+                 "--resume")
+    assert "no checkpoint to resume in" in error_line(result)
+
+
+def test_diverging_probe_records_nothing(cli, export, npz_pack, tmp_path):
+    card, record = (export / "README.md").read_text(), (export / "mimzoo.json").read_text()
+    # SGD's weight decay at lr 0.3 x 1e4 multiplies the weights by -3000 a step: they overflow within a few epochs
+    result = cli("linprobe", export, "--data", npz_pack, *PROBE, "--epochs", "10", "--optimizer", "sgd",
+                 "--blr", "10", "--weight-decay", "1e4", "--out", tmp_path / "lp")
+    line = error_line(result)
+    assert "non-finite training loss in epoch" in line and "lower --blr" in line
+    assert (export / "README.md").read_text() == card and (export / "mimzoo.json").read_text() == record
+    assert not (tmp_path / "lp" / "results.json").exists()
