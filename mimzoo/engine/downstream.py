@@ -6,7 +6,7 @@ When the backbone is a local mimzoo export, the result is also added to its mode
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,9 @@ class DownstreamInput:
     device: str = "auto"
     seed: int = 0
     record: bool = True  # add the result to the card of a local export (off for runs that only choose a recipe)
+    # with --val-fraction, measure the data's own evaluation split once at the end (off for runs that only choose
+    # a recipe on the carve, so that they never see the test split)
+    test: bool = True
 
 
 @dataclass
@@ -54,7 +57,8 @@ class KnnConfig:
 
 
 def run_knn(inp: DownstreamInput, cfg: KnnConfig, reporter: Reporter | None = None) -> dict[str, Any]:
-    """Weighted kNN top-1 of frozen features: train split as the bank, validation split as queries."""
+    """Weighted kNN top-1 of frozen features: train split as the bank, the reported split (test where a validation
+    carve leaves one, else val) as queries; kNN chooses nothing, so it has no use for the carve itself."""
 
     def body(backbone: VisionTransformer, splits: LabeledSplits, ctx: DistContext, rep: Reporter) -> dict[str, Any]:
         transform = create_transform(**backbone_data_config(backbone), is_training=False)
@@ -63,42 +67,51 @@ def run_knn(inp: DownstreamInput, cfg: KnnConfig, reporter: Reporter | None = No
             return dataset_features(backbone, LabeledDataset(split, transform), cfg.batch_size, cfg.workers,
                                     ctx.device, cfg.pool, rep)
 
+        queries_split, name = splits.reported
         bank, bank_labels = features(splits.train)
-        queries, labels = features(splits.val)
+        queries, labels = features(queries_split)
         accuracy = top1(knn_predict(bank, bank_labels, queries, len(splits.classes), cfg.k, cfg.temperature), labels)
-        rep.message(f"kNN (k={cfg.k}, T={cfg.temperature}, {cfg.pool} pool): top-1 {accuracy:.2f}")
-        results = {"top1": accuracy, "config": {**vars(cfg), "bank": len(splits.train), "queries": len(splits.val)}}
+        rep.message(f"kNN (k={cfg.k}, T={cfg.temperature}, {cfg.pool} pool): {name} top-1 {accuracy:.2f}")
+        described = splits.describe()
+        splits_used = {role: described[role] for role in ("train", "test" if splits.test is not None else "val")}
+        results = {"top1": accuracy, "split": name, "splits": splits_used, "config": vars(cfg)}
         return save_results(Path(cfg.out), results, ctx)
 
-    return _run(inp, "knn", _classification_data(inp), body, ("accuracy", "top1"), reporter)
+    return _run(inp, "knn", _classification_data(inp), body, "top1", reporter,
+                metric_name=f"kNN top-1 (k={cfg.k}, T={cfg.temperature:g})")
 
 
 def run_linprobe(inp: DownstreamInput, cfg: LinprobeConfig, reporter: Reporter | None = None) -> dict[str, Any]:
     return _run(inp, "linprobe", _classification_data(inp), lambda b, s, ctx, rep: linear_probe(b, s, cfg, ctx, rep),
-                ("accuracy", "best_top1"), reporter)
+                "top1", reporter)
 
 
 def run_finetune(inp: DownstreamInput, cfg: FinetuneConfig, reporter: Reporter | None = None) -> dict[str, Any]:
     return _run(inp, "finetune", _classification_data(inp), lambda b, s, ctx, rep: finetune(b, s, cfg, ctx, rep),
-                ("accuracy", "best_top1"), reporter)
+                "top1", reporter)
 
 
 def run_segment(inp: DownstreamInput, cfg: SegmentConfig, eval_split: str = "val",
                 reporter: Reporter | None = None) -> dict[str, Any]:
     """DPT segmentation; the card records the last epoch's class-mean IoU on the evaluation split."""
     return _run(inp, "segment", lambda: open_segmentation(inp.data, eval_split),
-                lambda b, d, ctx, rep: segment(b, d, cfg, ctx, rep), ("mean_iou", "last_miou"), reporter)
+                lambda b, d, ctx, rep: segment(b, d, cfg, ctx, rep, inp.backbone, dataset_name(inp.data)), "miou",
+                reporter)
 
 
 def _classification_data(inp: DownstreamInput) -> Callable[[], LabeledSplits]:
-    return lambda: open_labeled(inp.data, inp.val_fraction, inp.seed)
+    def open_data() -> LabeledSplits:
+        splits = open_labeled(inp.data, inp.val_fraction, inp.seed)
+        return splits if inp.test else replace(splits, test=None, test_name=None)
+
+    return open_data
 
 
 def _run(inp: DownstreamInput, task: str, open_data: Callable[[], Any],
          body: Callable[[VisionTransformer, Any, DistContext, Reporter], dict[str, Any]],
-         headline: tuple[str, str], reporter: Reporter | None) -> dict[str, Any]:
-    """Resolve, open, run under torchrun or alone, and record ``results[headline[1]]`` as metric
-    ``headline[0]`` in the card of a local export."""
+         headline: str, reporter: Reporter | None, metric_name: str | None = None) -> dict[str, Any]:
+    """Resolve, open, run under torchrun or alone, and record ``results[headline]`` (measured on
+    ``results["split"]``) in the card of a local export."""
     backbone, info = load_backbone(inp.backbone, inp.arch)
     data = open_data()
     ctx = dist_utils.init_distributed(inp.device)
@@ -106,9 +119,10 @@ def _run(inp: DownstreamInput, task: str, open_data: Callable[[], Any],
         torch.manual_seed(inp.seed)
         results = body(backbone, data, ctx, for_rank(reporter, ctx.is_main))
         if ctx.is_main and inp.record and info.export_dir is not None:
-            metric, key = headline
-            add_result(info.export_dir, task, dataset_name(inp.data), metric, round(results[key], 2), data.val_name)
-            (reporter or Reporter()).message(f"recorded the {task} {metric} in the model card of {info.export_dir}")
+            add_result(info.export_dir, task, dataset_name(inp.data), round(results[headline], 2), results["split"],
+                       metric_name)
+            (reporter or Reporter()).message(f"recorded the {task} {headline} ({results['split']} split) in the "
+                                             f"model card of {info.export_dir}")
         return results
     finally:
         dist_utils.shutdown_distributed()
