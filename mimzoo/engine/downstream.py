@@ -117,12 +117,15 @@ def _run(inp: DownstreamInput, task: str, open_data: Callable[[], Any],
     ctx = dist_utils.init_distributed(inp.device)
     try:
         torch.manual_seed(inp.seed)
-        results = body(backbone, data, ctx, for_rank(reporter, ctx.is_main))
+        rep = for_rank(reporter, ctx.is_main)
+        for note in info.notes:
+            rep.message(f"note: {note}")
+        results = body(backbone, data, ctx, rep)
         if ctx.is_main and inp.record and info.export_dir is not None:
             add_result(info.export_dir, task, dataset_name(inp.data), round(results[headline], 2), results["split"],
                        metric_name)
-            (reporter or Reporter()).message(f"recorded the {task} {headline} ({results['split']} split) in the "
-                                             f"model card of {info.export_dir}")
+            rep.message(f"recorded the {task} {headline} ({results['split']} split) in the model card of "
+                        f"{info.export_dir}")
         return results
     finally:
         dist_utils.shutdown_distributed()
