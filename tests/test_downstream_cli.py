@@ -40,16 +40,16 @@ def test_linprobe_and_finetune_report_the_last_epoch_and_the_hub_tells_tasks_apa
     results = json.loads((tmp_path / "lp" / "results.json").read_text())
     assert f"test top-1 {results['top1']:.2f} (epoch 2, the last)" in probe.output and "best" not in probe.output
     assert results["top1"] == results["history"][-1]["top1"] and results["split"] == "test"
-    tune = cli("finetune", export, *common, "--val-fraction", "0.25", "--out", tmp_path / "ft")
+    tune = cli("finetune", export, *common, "--epochs", "1", "--val-fraction", "0.25", "--out", tmp_path / "ft")
     assert tune.exit_code == 0, tune.output
     results = json.loads((tmp_path / "ft" / "results.json").read_text())
     assert results["split"] == "test" and results["val"]["split"] == "val-carve"
     assert "test top-1" in tune.output and "val-carve: last" in tune.output
     assert cli("knn", export, "--data", npz_with_test, "--workers", "0", "--out", tmp_path / "knn").exit_code == 0
     card = ModelCard.load(export / "README.md").data
-    rows = {(r.task_name, r.metric_type, r.dataset_split) for r in card.eval_results}
-    assert rows == {("Linear probing", "linear_probe_accuracy", "test"), ("Fine-tuning", "finetune_accuracy", "test"),
-                    ("k-NN classification", "knn_accuracy", "test")}
+    rows = {(r.task_type, r.metric_type, r.dataset_split) for r in card.eval_results}
+    assert rows == {("image-classification", kind, "test")
+                    for kind in ("linear_probe_accuracy", "finetune_accuracy", "knn_accuracy")}
     assert {r.metric_name for r in card.eval_results} == {"Linear-probe top-1", "Fine-tune top-1",
                                                           "kNN top-1 (k=20, T=0.07)"}
     assert {r.dataset_type for r in card.eval_results} == {"with-test"}  # a local pack: no made-up Hub id

@@ -170,8 +170,8 @@ def test_re_export_keeps_what_the_previous_export_recorded_about_the_same_weight
         record = json.loads((export / "mimzoo.json").read_text())
         assert record["results"] == recorded["results"] and record["repo_id"] == "org/tiny"
         card = ModelCard.load(export / "README.md")
-        assert {(r.task_name, r.metric_value) for r in card.data.eval_results} == {
-            ("k-NN classification", 30.0), ("Semantic segmentation (DPT)", 0.25)}
+        assert {(r.metric_type, r.metric_value) for r in card.data.eval_results} == {
+            ("knn_accuracy", 30.0), ("mean_iou", 0.25)}
         assert 'timm.create_model("hf-hub:org/tiny"' in card.text
 
     # other weights (a longer run, another run): the results no longer describe them

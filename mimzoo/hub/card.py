@@ -26,8 +26,10 @@ TEMPLATE = Path(__file__).with_name("model_card.md")
 
 @dataclass(frozen=True)
 class Task:
-    """How a downstream task's result appears in a model-index: the Hub task type, the protocol (task name) and a
-    metric type and name of its own, so that the Hub tells kNN, linear-probe and fine-tune accuracy apart."""
+    """How a downstream task's result appears: the Hub task type, the protocol (the card's results table) and a
+    metric type and name of its own. The model-index groups results by task type, dataset and split (keeping one
+    task name per group), so kNN, linear-probe and fine-tune accuracy on one split differ by metric type, and the
+    metric name says the protocol; no task name is written, as it would be one protocol's for all of them."""
 
     task_type: str
     protocol: str
@@ -161,10 +163,9 @@ def _metric_name(row: dict[str, Any]) -> str:
 
 def _eval_result(row: dict[str, Any]) -> EvalResult:
     task = TASKS[row["task"]]
-    return EvalResult(task_type=task.task_type, task_name=task.protocol,
-                      dataset_type=hub_dataset_id(row["dataset"]) or row["dataset"], dataset_name=row["dataset"],
-                      dataset_split=row["split"], metric_type=task.metric_type, metric_name=_metric_name(row),
-                      metric_value=row["value"])
+    return EvalResult(task_type=task.task_type, dataset_type=hub_dataset_id(row["dataset"]) or row["dataset"],
+                      dataset_name=row["dataset"], dataset_split=row["split"], metric_type=task.metric_type,
+                      metric_name=_metric_name(row), metric_value=row["value"])
 
 
 def _size(weights: Path) -> tuple[int, int]:
