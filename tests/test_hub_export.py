@@ -92,7 +92,8 @@ def test_card_metadata_round_trips_and_results_fill_the_model_index(export_copy)
                  "Masked Autoencoders Are Scalable Vision Learners",
                  "| Linear probing | cifar10-jpeg-q75 | test | Linear-probe top-1 |",
                  "| k-NN classification | cifar10-jpeg-q75 | test | kNN top-1 (k=20, T=0.07) | 30.5 |",
-                 "## Deviations from the reference code", "- Mixed precision is bf16 autocast on CUDA"):
+                 "## Deviations from the reference code", "- Mixed precision is bf16 autocast on CUDA",
+                 'timm.create_model("local-dir:PATH", pretrained=True)'):
         assert text in card.text
     assert "HOG cell" not in card.text  # MAE's card lists the common deviations only
 
