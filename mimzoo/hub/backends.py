@@ -151,8 +151,8 @@ def push(folder: Path, repo: str, backend: Backend, private: bool | None = None)
         return backend.push(folder, repo_id, revision, private)
     with tempfile.TemporaryDirectory(prefix="mimzoo-push-") as staging:
         staged = Path(staging)
-        for file in folder.iterdir():  # links: the weights are read in place, not copied
-            if file.is_file() and file.name not in (RECORD, CARD):
+        for file in folder.iterdir():  # links: the weights are read in place, not copied; no temporaries
+            if file.is_file() and not file.name.startswith(".") and file.name not in (RECORD, CARD):
                 (staged / file.name).symlink_to(file.resolve())
         record = read_record(folder)
         write_record(staged, {**record, "repo_id": repo_id})
