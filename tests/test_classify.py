@@ -59,8 +59,9 @@ def test_linear_probe_trains_only_the_head(splits, tmp_path, mode):
     assert (tmp_path / mode / "results.json").exists()
 
 
-@pytest.mark.parametrize("mode", ["cached", "augmented"])
-def test_with_a_carve_the_test_split_is_measured_once_after_the_last_epoch(npz_with_test, tmp_path, mode):
+def test_with_a_carve_the_test_split_is_measured_once_after_the_last_epoch(npz_with_test, tmp_path):
+    # the cached probe here; the shared supervised loop (augmented probe, fine-tune) in test_downstream_cli
+    mode = "cached"
     splits = open_labeled(str(npz_with_test), val_fraction=0.25, seed=0)
     assert (splits.val_name, splits.test_name, len(splits.test)) == ("val-carve", "test", 12)
     cfg = LinprobeConfig(mode=mode, epochs=2, warmup_epochs=0, batch_size=8, workers=0, out=str(tmp_path / mode))
