@@ -57,6 +57,21 @@ def npz_pack(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def npz_with_test(tmp_path_factory):
+    """36 training and 12 test images of the built-in sample, spread over its classes."""
+    data, arrays = np.load(BUILTIN_SAMPLE), {}
+    for split, count in (("train", 36), ("test", 12)):
+        offsets, buffer = data[f"{split}_offsets"], data[f"{split}_jpeg"]
+        picks = [int(i) % (len(offsets) - 1) for i in np.arange(count) * 7919]  # spread over class-sorted files
+        chunks = [buffer[offsets[i]:offsets[i + 1]] for i in picks]
+        arrays.update({f"{split}_jpeg": np.concatenate(chunks), f"{split}_labels": data[f"{split}_labels"][picks],
+                       f"{split}_offsets": np.concatenate([[0], np.cumsum([len(c) for c in chunks])])})
+    path = tmp_path_factory.mktemp("pack") / "with_test.npz"
+    np.savez(path, classes=data["classes"], **arrays)
+    return path
+
+
 @pytest.fixture()
 def cli():
     """Invoke the Typer app in-process; returns the click Result."""

@@ -66,7 +66,7 @@ def downstream_args(command: str, backbone: Path, out: Path, data: Path) -> list
     if command == "knn":
         return ["knn", backbone, "--data", data, "--workers", "0", "--device", "cpu", "--out", out]
     if command == "segment":
-        return ["segment", backbone, "--data", data, *QUICK, "--batch-size", "2", "--crop", "32", "--out", out]
+        return ["segment", backbone, "--data", data, *QUICK, "--batch-size", "2", "--crop-size", "32", "--out", out]
     return [command, backbone, "--data", data, *QUICK, "--out", out]
 
 

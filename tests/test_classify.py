@@ -52,8 +52,27 @@ def test_linear_probe_trains_only_the_head(splits, tmp_path, mode):
     cfg = LinprobeConfig(mode=mode, epochs=2, warmup_epochs=1, batch_size=8, workers=0, out=str(tmp_path / mode))
     results = linear_probe(backbone, splits, cfg, CPU, SilentReporter())
     assert all(torch.equal(before[k], v) for k, v in backbone.state_dict().items())
-    assert len(results["history"]) == 2 and 0 <= results["best_top1"] <= 100
+    assert len(results["history"]) == 2 and 0 <= results["top1"] <= 100
+    # a folder of class subfolders alone: each epoch and the result are on the carve, and no epoch is chosen
+    assert results["split"] == "val-carve" and results["top1"] == results["history"][-1]["top1"]
+    assert "val" not in results and not any(k.startswith("best") for k in results)
     assert (tmp_path / mode / "results.json").exists()
+
+
+def test_with_a_carve_the_test_split_is_measured_once_after_the_last_epoch(npz_with_test, tmp_path):
+    # the cached probe here; the shared supervised loop (augmented probe, fine-tune) in test_downstream_cli
+    mode = "cached"
+    splits = open_labeled(str(npz_with_test), val_fraction=0.25, seed=0)
+    assert (splits.val_name, splits.test_name, len(splits.test)) == ("val-carve", "test", 12)
+    cfg = LinprobeConfig(mode=mode, epochs=2, warmup_epochs=0, batch_size=8, workers=0, out=str(tmp_path / mode))
+    results = linear_probe(tiny_backbone(), splits, cfg, CPU, SilentReporter())
+    assert [h["split"] for h in results["history"]] == ["val-carve"] * 2
+    assert results["split"] == "test" and results["epoch"] == 2 and results["splits"]["test"]["images"] == 12
+    assert results["splits"]["val"] == {"name": "val-carve", "images": len(splits.val), "carved_from": "train",
+                                        "fraction": 0.25}
+    val = results["val"]
+    assert val["split"] == "val-carve" and val["last_top1"] == results["history"][-1]["top1"]
+    assert val["best_top1"] == max(h["top1"] for h in results["history"]) and val["best_epoch"] in (1, 2)
 
 
 @pytest.mark.parametrize("weight_decay", [0.0, 0.5])
@@ -114,7 +133,7 @@ def test_finetune_changes_the_encoder_and_resumes(splits, tmp_path):
     cfg.epochs, cfg.resume = 2, True
     results = finetune(backbone, splits, cfg, CPU, SilentReporter())
     assert [h["epoch"] for h in results["history"]] == [1, 2]
-    assert results["best_top1"] >= results["last_top1"] - 1e-9
+    assert results["top1"] == results["history"][-1]["top1"] and results["epoch"] == 2
 
 
 def test_backbone_that_does_not_fit_the_architecture():

@@ -19,30 +19,47 @@ def test_knn_records_its_accuracy_in_the_card(cli, export, image_folder, tmp_pat
                  "--out", tmp_path / "knn")
     assert result.exit_code == 0, result.output
     top1 = json.loads((tmp_path / "knn" / "results.json").read_text())["top1"]
-    assert [(r["task"], r["metric"], r["value"]) for r in recorded(export)] == [("knn", "accuracy", round(top1, 2))]
+    assert [(r["task"], r["metric"], r["value"], r["split"]) for r in recorded(export)] == [
+        ("knn", "knn_accuracy", round(top1, 2), "val-carve")]
     assert "k-NN" in (export / "README.md").read_text()
 
 
-def test_linprobe_and_finetune_report_best_and_last_top1(cli, export, image_folder, tmp_path):
-    common = ["--data", image_folder, "--val-fraction", "0.25", "--workers", "0", "--epochs", "1",
-              "--warmup-epochs", "0", "--batch-size", "8"]
-    probe = cli("linprobe", export, *common, "--out", tmp_path / "lp")
+def test_linprobe_and_finetune_report_the_last_epoch_and_the_hub_tells_tasks_apart(cli, export, npz_with_test,
+                                                                                    tmp_path):
+    from huggingface_hub import ModelCard
+
+    common = ["--data", npz_with_test, "--workers", "0", "--epochs", "2", "--warmup-epochs", "0", "--batch-size", "8"]
+    probe = cli("linprobe", export, *common, "--out", tmp_path / "lp")  # no carve: epochs measured on test
     assert probe.exit_code == 0, probe.output
-    assert "best top-1" in probe.output and (tmp_path / "lp" / "results.json").exists()
-    tune = cli("finetune", export, *common, "--out", tmp_path / "ft")
+    results = json.loads((tmp_path / "lp" / "results.json").read_text())
+    assert f"test top-1 {results['top1']:.2f} (epoch 2, the last)" in probe.output and "best" not in probe.output
+    assert results["top1"] == results["history"][-1]["top1"] and results["split"] == "test"
+    tune = cli("finetune", export, *common, "--epochs", "1", "--val-fraction", "0.25", "--out", tmp_path / "ft")
     assert tune.exit_code == 0, tune.output
     results = json.loads((tmp_path / "ft" / "results.json").read_text())
-    assert {"best_top1", "last_top1", "history"} <= results.keys()
-    assert {r["task"] for r in recorded(export)} == {"linprobe", "finetune"}
+    assert results["split"] == "test" and results["val"]["split"] == "val-carve"
+    assert "test top-1" in tune.output and "val-carve: last" in tune.output
+    assert cli("knn", export, "--data", npz_with_test, "--workers", "0", "--out", tmp_path / "knn").exit_code == 0
+    card = ModelCard.load(export / "README.md").data
+    rows = {(r.task_type, r.metric_type, r.dataset_split) for r in card.eval_results}
+    assert rows == {("image-classification", kind, "test")
+                    for kind in ("linear_probe_accuracy", "finetune_accuracy", "knn_accuracy")}
+    assert {r.metric_name for r in card.eval_results} == {"Linear-probe top-1", "Fine-tune top-1",
+                                                          "kNN top-1 (k=20, T=0.07)"}
+    assert {r.dataset_type for r in card.eval_results} == {"with-test"}  # a local pack: no made-up Hub id
 
 
 def test_segment_records_miou(cli, export, tmp_path):
     data = write_generic(tmp_path / "seg", splits=(("train", 4), ("val", 2)))
     result = cli("segment", export, "--data", data, "--epochs", "1", "--warmup-epochs", "0", "--batch-size", "2",
-                 "--crop", "32", "--workers", "0", "--out", tmp_path / "seg-out")
+                 "--crop-size", "32", "--blr", "0.1", "--workers", "0", "--out", tmp_path / "seg-out")
     assert result.exit_code == 0, result.output
     assert "val mIoU" in result.output and (tmp_path / "seg-out" / "predictions.png").exists()
+    assert "lr = blr 0.1 x 2/256" in " ".join(result.output.split())
     assert [(r["task"], r["metric"]) for r in recorded(export)] == [("segment", "mean_iou")]
+    line = error_line(cli("segment", export, "--data", data, "--crop-size", "40", "--workers", "0",
+                          "--out", tmp_path / "seg-bad"))
+    assert "--crop-size 40 must be a multiple of 32" in line
 
 
 @pytest.mark.parametrize("command", ["knn", "linprobe", "finetune", "segment"])

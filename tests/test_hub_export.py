@@ -71,28 +71,34 @@ def test_failed_export_leaves_no_half_written_folder(finished_run, tmp_path, mon
 
 
 def test_card_metadata_round_trips_and_results_fill_the_model_index(export_copy):
-    add_result(export_copy, "linprobe", "cifar10", "accuracy", 41.0, split="test")
-    add_result(export_copy, "segment", "camvid", "miou_macro", 0.25, split="test")
-    add_result(export_copy, "linprobe", "cifar10", "accuracy", 42.5, split="test")  # replaces the first
+    add_result(export_copy, "linprobe", "cifar10-jpeg-q75", 41.0, split="test")
+    add_result(export_copy, "segment", "camvid", 0.25, split="test")
+    add_result(export_copy, "linprobe", "cifar10-jpeg-q75", 42.5, split="test")  # replaces the first
+    add_result(export_copy, "knn", "cifar10-jpeg-q75", 30.5, split="test", metric_name="kNN top-1 (k=20, T=0.07)")
 
     card = ModelCard.load(export_copy / "README.md")
     data = card.data
     assert (data.library_name, data.pipeline_tag, data.license) == ("timm", "image-feature-extraction", "cc-by-nc-4.0")
     assert {"mimzoo", "mae", "masked-image-modeling", "vision-transformer"} <= set(data.tags)
-    assert data.datasets == ["pack"]
+    assert data.datasets is None  # pretrained on "pack", a local file: no Hub dataset id is made up
     rows = {(r.task_type, r.dataset_type, r.metric_type): r.metric_value for r in data.eval_results}
-    assert rows == {("image-classification", "cifar10", "accuracy"): 42.5,
-                    ("image-segmentation", "camvid", "miou_macro"): 0.25}
-    assert json.loads((export_copy / "mimzoo.json").read_text())["results"][-1]["value"] == 42.5
+    assert rows == {("image-classification", "uoft-cs/cifar10", "linear_probe_accuracy"): 42.5,
+                    ("image-classification", "uoft-cs/cifar10", "knn_accuracy"): 30.5,
+                    ("image-segmentation", "camvid", "mean_iou"): 0.25}
+    assert [r["value"] for r in json.loads((export_copy / "mimzoo.json").read_text())["results"]
+            if r["task"] == "linprobe"] == [42.5]
     for text in ("| mask_ratio | 0.75 |", "| optimizer steps | 5 |", 'timm.create_model("hf-hub:ORG/NAME"',
                  'smp.DPT(encoder_name="tu-hf-hub:ORG/NAME"', "mimzoo pull ORG/NAME",
-                 "Masked Autoencoders Are Scalable Vision Learners", "| Linear probing | cifar10 | test | accuracy |",
-                 "## Deviations from the reference code", "- Mixed precision is bf16 autocast on CUDA"):
+                 "Masked Autoencoders Are Scalable Vision Learners",
+                 "| Linear probing | cifar10-jpeg-q75 | test | Linear-probe top-1 |",
+                 "| k-NN classification | cifar10-jpeg-q75 | test | kNN top-1 (k=20, T=0.07) | 30.5 |",
+                 "## Deviations from the reference code", "- Mixed precision is bf16 autocast on CUDA",
+                 'timm.create_model("local-dir:PATH", pretrained=True)'):
         assert text in card.text
     assert "HOG cell" not in card.text  # MAE's card lists the common deviations only
 
     with pytest.raises(MimzooError, match="unknown task 'detect'"):
-        add_result(export_copy, "detect", "coco", "map", 1.0)
+        add_result(export_copy, "detect", "coco", 1.0)
 
 
 def test_pretrainer_reloads_for_visualization_and_continued_pretraining(finished_run):
@@ -152,8 +158,8 @@ def test_re_export_keeps_what_the_previous_export_recorded_about_the_same_weight
 
     run = shutil.copytree(finished_run[0], tmp_path / "run")
     export = run / "export"
-    add_result(export, "knn", "cifar10", "top1", 30.0, split="val")
-    add_result(export, "segment", "camvid", "miou_macro", 0.25, split="test")
+    add_result(export, "knn", "cifar10", 30.0, split="val")
+    add_result(export, "segment", "camvid", 0.25, split="test")
     update_record(export, lambda record: record.update(repo_id="org/tiny"))
     recorded = json.loads((export / "mimzoo.json").read_text())
 
@@ -165,8 +171,8 @@ def test_re_export_keeps_what_the_previous_export_recorded_about_the_same_weight
         record = json.loads((export / "mimzoo.json").read_text())
         assert record["results"] == recorded["results"] and record["repo_id"] == "org/tiny"
         card = ModelCard.load(export / "README.md")
-        assert {(r.task_name, r.metric_value) for r in card.data.eval_results} == {
-            ("k-NN classification", 30.0), ("Semantic segmentation (DPT)", 0.25)}
+        assert {(r.metric_type, r.metric_value) for r in card.data.eval_results} == {
+            ("knn_accuracy", 30.0), ("mean_iou", 0.25)}
         assert 'timm.create_model("hf-hub:org/tiny"' in card.text
 
     # other weights (a longer run, another run): the results no longer describe them
@@ -180,3 +186,12 @@ def test_re_export_keeps_what_the_previous_export_recorded_about_the_same_weight
     record = json.loads((export / "mimzoo.json").read_text())
     assert record["results"] == [] and record["repo_id"] == "org/tiny"
     assert ModelCard.load(export / "README.md").data.eval_results is None
+
+
+def test_hub_dataset_ids_only_for_known_data():
+    from mimzoo.hub.datasets import hub_dataset_id
+
+    assert [hub_dataset_id(n) for n in ("cifar10-sample", "cifar10-jpeg-q75", "CIFAR10", "imagenet-1k")] == [
+        "uoft-cs/cifar10", "uoft-cs/cifar10", "uoft-cs/cifar10", "ILSVRC/imagenet-1k"]
+    assert [hub_dataset_id(n) for n in ("cifar100", "cifar100-x", "camvid", "my-photos", "imagenet-21k")] == [
+        "uoft-cs/cifar100", "uoft-cs/cifar100", None, None, None]

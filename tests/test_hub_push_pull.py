@@ -12,7 +12,7 @@ from huggingface_hub.utils import httpx
 from safetensors.torch import load_file
 from test_pretrain_cli import error_line
 
-from conftest import run_python
+from conftest import REPO, run_python
 from mimzoo.hub.backends import write_snapshot
 from mimzoo.zoo import ZOO, ZooEntry
 
@@ -37,9 +37,15 @@ def fake_hub(hf_cache, monkeypatch):
     """HfApi whose uploads land in the offline cache; returns the calls it saw."""
     calls = []
 
+    def repo_exists(self, repo_id, **kwargs):
+        return (hf_cache / f"models--{repo_id.replace('/', '--')}").is_dir()
+
     def create_repo(self, repo_id, **kwargs):
         calls.append(("create_repo", repo_id, kwargs))
         return f"https://huggingface.co/{repo_id}"
+
+    def update_repo_settings(self, repo_id, **kwargs):
+        calls.append(("update_repo_settings", repo_id, kwargs))
 
     def create_branch(self, repo_id, **kwargs):
         calls.append(("create_branch", repo_id, kwargs))
@@ -48,10 +54,15 @@ def fake_hub(hf_cache, monkeypatch):
         calls.append(("upload_folder", repo_id, {"revision": revision, "token": self.token}))
         write_snapshot(hf_cache, repo_id, revision or "main", Path(folder_path))
 
-    for name, fake in [("create_repo", create_repo), ("create_branch", create_branch),
-                       ("upload_folder", upload_folder)]:
+    for name, fake in [("repo_exists", repo_exists), ("create_repo", create_repo), ("create_branch", create_branch),
+                       ("update_repo_settings", update_repo_settings), ("upload_folder", upload_folder)]:
         monkeypatch.setattr(HfApi, name, fake)
     return calls
+
+
+def same_encoder(model, export) -> bool:
+    saved, state = load_file(export / "model.safetensors"), model.state_dict()
+    return state.keys() == saved.keys() and all(torch.equal(state[k], saved[k]) for k in saved)
 
 
 def zoo_row(result) -> list[str]:
@@ -96,10 +107,17 @@ def test_push_to_the_hub_then_pull_and_load_in_timm_and_smp(export, fake_hub, hf
 
 
 def test_revisions_and_the_local_folder_backend(export, fake_hub, hf_cache, cli, tmp_path, monkeypatch):
-    assert cli("push", export, "--repo-id", "org/tiny", "--revision", "v1", "--token", TOKEN).exit_code == 0
+    assert cli("push", export, "--repo-id", "org/tiny@v1", "--token", TOKEN).exit_code == 0  # pull's syntax
     assert fake_hub[1] == ("create_branch", "org/tiny", {"branch": "v1", "exist_ok": True})
     assert (hf_cache / "models--org--tiny" / "refs" / "v1").is_file()
-    assert cli("pull", "org/tiny@v1").exit_code == 0
+    result = cli("pull", "org/tiny@v1")
+    assert result.exit_code == 0, result.output
+    # the printed timm line names the revision, and works offline as printed
+    snippet = 'timm.create_model("hf-hub:org/tiny@v1", pretrained=True)'
+    assert snippet in " ".join(result.output.split())
+    import timm
+
+    assert same_encoder(eval(snippet, {"timm": timm}), export)
 
     shared = tmp_path / "shared"
     result = cli("push", export, "--repo-id", "lab/tiny", "--backend-dir", shared)
@@ -139,6 +157,7 @@ CRASHING_PUSH = """
 import sys
 from huggingface_hub import HfApi
 HfApi.create_repo = lambda self, repo_id, **kwargs: "https://huggingface.co/" + repo_id
+HfApi.repo_exists = lambda self, repo_id, **kwargs: False
 def crash(self, **kwargs):
     raise RuntimeError("connection reset")
 HfApi.upload_folder = crash
@@ -169,7 +188,7 @@ def test_revisions_and_repo_ids_never_lead_outside_the_destination(export, hf_ca
     for bad, why in [("../../../x", "it holds '..'"), (str(victim), "it starts with '/'"), ("-x", "starts with '-'"),
                      ("v1.lock", "ends with '.lock'"), ("a\\b", "one of ~ ^ : ? * [ \\"), ("x@{1}", "'@{'"),
                      ("a//b", "'//'"), (".git", "starts with '.'"), ("", "it is empty")]:
-        line = error_line(cli("push", export, "--repo-id", "lab/tiny", "--backend-dir", shared, "--revision", bad))
+        line = error_line(cli("push", export, "--repo-id", f"lab/tiny@{bad}", "--backend-dir", shared))
         assert line.startswith(f"error: {bad!r} is not a valid revision (") and why in line, line
     for bad in ["../../../x", "/abs"]:
         line = error_line(cli("pull", f"lab/tiny@{bad}", "--backend-dir", shared))
@@ -181,7 +200,7 @@ def test_revisions_and_repo_ids_never_lead_outside_the_destination(export, hf_ca
     assert tree(tmp_path) == before and victim.read_text() == "keep me"
 
     # valid names with a slash still work, and land inside the folder
-    assert cli("push", export, "--repo-id", "lab/tiny", "--backend-dir", shared, "--revision", "team/v1").exit_code == 0
+    assert cli("push", export, "--repo-id", "lab/tiny@team/v1", "--backend-dir", shared).exit_code == 0
     assert (shared / "models--lab--tiny" / "refs" / "team" / "v1").is_file()
     assert cli("pull", "lab/tiny@team/v1", "--backend-dir", shared).exit_code == 0
     assert (hf_cache / "models--lab--tiny" / "refs" / "team" / "v1").is_file()
@@ -199,3 +218,59 @@ def test_the_local_backend_writes_only_inside_its_folder(export, tmp_path):
     assert list((tmp_path / "elsewhere").iterdir()) == []
     with pytest.raises(MimzooError, match="is not a snapshot id"):
         write_snapshot(shared, "lab/other", "main", export, commit="a/b")
+
+
+def test_visibility_is_the_owners_unless_asked_and_asked_also_on_an_existing_repo(export, fake_hub, cli):
+    assert cli("push", export, "--repo-id", "org/tiny", "--token", TOKEN).exit_code == 0
+    assert fake_hub[0] == ("create_repo", "org/tiny", {"private": None, "exist_ok": True})  # the library default
+    fake_hub.clear()
+    assert cli("push", export, "--repo-id", "org/tiny", "--private", "--token", TOKEN).exit_code == 0
+    assert [c[0] for c in fake_hub] == ["create_repo", "update_repo_settings", "upload_folder"]
+    assert fake_hub[1] == ("update_repo_settings", "org/tiny", {"private": True})
+    fake_hub.clear()
+    assert cli("push", export, "--repo-id", "org/tiny", "--public", "--token", TOKEN).exit_code == 0
+    assert fake_hub[1] == ("update_repo_settings", "org/tiny", {"private": False})
+    line = error_line(cli("push", export, "--repo-id", "tiny", "--token", TOKEN))
+    assert line == "error: give the repo as ORG/NAME (your user or organisation name, then the repo), not 'tiny'"
+
+
+def test_the_folder_records_its_repo_only_after_a_successful_push(export, fake_hub, hf_cache, cli, monkeypatch):
+    import json
+
+    before = {p.name: p.read_bytes() for p in export.iterdir()}
+
+    def rejected(self, **kwargs):
+        raise HfHubHTTPError("403 Forbidden", response=httpx.Response(
+            403, request=httpx.Request("POST", "https://huggingface.co/api/models/org/tiny")))
+
+    upload = HfApi.upload_folder
+    monkeypatch.setattr(HfApi, "upload_folder", rejected)
+    assert "push to org/tiny failed: 403 Forbidden" in error_line(cli("push", export, "--repo-id", "org/tiny",
+                                                                      "--token", TOKEN))
+    assert {p.name: p.read_bytes() for p in export.iterdir()} == before
+    monkeypatch.setattr(HfApi, "upload_folder", upload)
+    assert cli("push", export, "--repo-id", "org/tiny", "--token", TOKEN).exit_code == 0
+    assert json.loads((export / "mimzoo.json").read_text())["repo_id"] == "org/tiny"
+    assert 'hf-hub:org/tiny"' in (export / "README.md").read_text()
+
+
+def test_pull_fetches_only_the_files_of_an_export_and_visualize_reads_it(export, fake_hub, hf_cache, cli, tmp_path,
+                                                                         monkeypatch):
+    import mimzoo.hub.backends as backends
+
+    assert cli("push", export, "--repo-id", "org/tiny", "--token", TOKEN).exit_code == 0
+    seen = {}
+    real = backends.snapshot_download
+
+    def recording(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(backends, "snapshot_download", recording)
+    assert cli("pull", "org/tiny").exit_code == 0
+    assert sorted(seen["allow_patterns"]) == sorted(["config.json", "model.safetensors", "README.md", "mimzoo.json",
+                                                     "pretrainer.safetensors"])
+    photo = next((REPO / "mimzoo" / "data" / "demo_photos").glob("*.jpg"))
+    result = cli("visualize", "hf-hub:org/tiny", "--images", photo, "--out", tmp_path / "grid.png")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "grid.png").is_file()

@@ -82,3 +82,48 @@ def test_clear_errors(export, tmp_path):
     (wrong / "config.json").write_text((export / "config.json").read_text())
     assert "does not fit its config (vit_tiny_patch16_224 with" in error(str(wrong))
     assert "norm.weight is missing" in error(str(wrong))
+
+
+def readme_block(after: str) -> str:
+    """The first ```python block of README.md after the line ``after``."""
+    from conftest import REPO
+
+    text = (REPO / "README.md").read_text()
+    start = text.index("```python\n", text.index(after)) + len("```python\n")
+    return text[start : text.index("```", start)]
+
+
+def test_readme_plain_timm_snippets_keep_the_exports_preprocessing(export):
+    import timm
+
+    code = readme_block("Load an export with plain timm, without mimzoo:").replace("runs/demo/export", str(export))
+    expected = json.loads((export / "config.json").read_text())["pretrained_cfg"]
+    models = {}
+    exec(code.replace("model = ", "models[len(models)] = model = "), {"models": models})
+    assert len(models) == 2  # local-dir: and the two files with pretrained_cfg_overlay
+    for model in models.values():
+        config = timm.data.resolve_model_data_config(model)
+        assert list(config["input_size"]) == expected["input_size"] == [3, 32, 32]
+        assert (list(config["mean"]), list(config["std"]), config["crop_pct"]) == (
+            expected["mean"], expected["std"], expected["crop_pct"])
+        assert same_weights(model, export)
+
+
+def test_a_timm_classifier_checkpoint_loads_without_its_head(tmp_path):
+    import timm
+    from timm.models import save_for_hf
+
+    torch.manual_seed(0)
+    classifier = timm.create_model("vit_tiny_patch16_224", num_classes=10, img_size=32, patch_size=4, depth=2)
+    save_for_hf(classifier, tmp_path / "clf", safe_serialization=True)  # as any *_in1k repo: head.* in the weights
+    model, info = load_backbone(f"local-dir:{tmp_path / 'clf'}")
+    assert model.num_classes == 0 and info.dropped == ("head.bias", "head.weight")
+    assert "10-class timm classifier; its classifier (head.bias, head.weight) is left out" in info.notes[0]
+    expected = {k: v for k, v in classifier.state_dict().items() if not k.startswith("head.")}
+    assert model.state_dict().keys() == expected.keys()
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in expected.items())
+
+    config = json.loads((tmp_path / "clf" / "config.json").read_text())
+    (tmp_path / "clf" / "config.json").write_text(json.dumps({**config, "num_classes": 0}))
+    with pytest.raises(MimzooError, match="head.bias is not part of the model"):  # a backbone's extra keys still stop
+        load_backbone(f"local-dir:{tmp_path / 'clf'}")

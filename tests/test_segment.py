@@ -14,7 +14,7 @@ from mimzoo.data.segmentation import SegDataset, check_split, open_segmentation
 from mimzoo.engine.distributed import DistContext
 from mimzoo.engine.report import SilentReporter
 from mimzoo.engine.seg_metrics import SegMeter
-from mimzoo.engine.segment import SegmentConfig, build_dpt, input_multiple, segment
+from mimzoo.engine.segment import SegmentConfig, build_dpt, decoder_channels, input_multiple, segment
 from mimzoo.errors import MimzooError
 
 CPU = DistContext(0, 1, 0, torch.device("cpu"))
@@ -127,16 +127,39 @@ def test_real_camvid_pack_reads():
 
 
 def test_short_training_run_end_to_end(tmp_path):
+    from huggingface_hub import ModelCard
+
     data = open_segmentation(str(write_generic(tmp_path / "seg")))
-    cfg = SegmentConfig(epochs=2, warmup_epochs=1, batch_size=4, crop=32, workers=0, out=str(tmp_path / "out"),
-                        lr=1e-3, previews=2)
-    results = segment(tiny_backbone(), data, cfg, CPU, SilentReporter())
-    assert 0 <= results["last_miou"] <= 100 and len(results["iou_per_class"]) == 3
+    cfg = SegmentConfig(epochs=2, warmup_epochs=1, batch_size=4, crop_size=32, workers=0, out=str(tmp_path / "out"),
+                        blr=0.064, previews=2)  # lr 1e-3 at batch 4
+    backbone = tiny_backbone()
+    backbone.pretrained_cfg = {**backbone.pretrained_cfg, "license": "cc-by-nc-4.0", "mean": (0.485, 0.456, 0.406)}
+    results = segment(backbone, data, cfg, CPU, SilentReporter(), "local-dir:exports/tiny", "cifar10-sample")
+    assert 0 <= results["miou"] <= 100 and len(results["iou_per_class"]) == 3
+    assert results["split"] == "val" and results["epoch"] == 2 and not any(k.startswith("best") for k in results)
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert saved["history"][-1]["miou"] == results["last_miou"] and "pixel_accuracy" in saved["history"][-1]
+    assert saved["history"][-1]["miou"] == results["miou"] and saved["history"][-1]["split"] == "val"
+    assert saved["config"]["lr"] == pytest.approx(1e-3)
     with Image.open(tmp_path / "out" / "predictions.png") as preview:
         assert preview.size == (3 * 32, 2 * 32)
     import segmentation_models_pytorch as smp
 
     reloaded = smp.from_pretrained(tmp_path / "out" / "model")
     assert isinstance(reloaded, smp.DPT)
+    # smp's own card said license mit and dataset "val"; the weights derive from the backbone, so its licence holds
+    card = ModelCard.load(tmp_path / "out" / "model" / "README.md")
+    assert card.data.license == "cc-by-nc-4.0" and card.data.library_name == "segmentation-models-pytorch"
+    assert card.data.datasets == ["uoft-cs/cifar10"]
+    (row,) = card.data.eval_results
+    assert (row.task_type, row.metric_type, row.dataset_split, row.metric_value) == (
+        "image-segmentation", "mean_iou", "val", round(results["miou"], 2))
+    for text in ("0 sky, 1 road, 2 car", "mean [0.485, 0.456, 0.406]", "local-dir:exports/tiny", "multiples of 32"):
+        assert text in card.text, text
+
+
+def test_the_dpt_decoder_follows_the_encoder_width():
+    model = build_dpt(tiny_backbone(), num_classes=3)
+    params = sum(p.numel() for p in model.parameters())
+    encoder = sum(p.numel() for p in model.encoder.parameters())
+    assert params < 3 * encoder  # smp's default (ViT-L's decoder) made a 5.5M ViT-T a 35M model
+    assert decoder_channels(768) == ((96, 192, 384, 768), 256)  # DPT-Base's, as in the paper

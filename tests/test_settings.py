@@ -41,9 +41,9 @@ SETTINGS = [
     ("finetune", ["--smoothing", "1.5"], "--smoothing must be in [0, 1)"),
     ("finetune", ["--reprob", "2"], "--reprob must be in [0, 1]"),
     ("finetune", ["--mixup", "-1"], "--mixup must be at least 0"),
-    ("segment", ["--crop", "0"], "--crop must be at least 1"),
-    ("segment", ["--lr", "-1"], "--lr must be in (0, 10]"),
-    ("segment", ["--lr", "1e9"], "--lr must be in (0, 10]"),
+    ("segment", ["--crop-size", "0"], "--crop-size must be at least 1"),
+    ("segment", ["--blr", "-1"], "--blr must be in (0, 10]"),
+    ("segment", ["--blr", "1e9"], "--blr must be in (0, 10]"),
     ("segment", ["--epochs", "0"], "--epochs must be at least 1"),
     ("segment", ["--batch-size", "0"], "--batch-size must be at least 1"),
     ("segment", ["--layer-decay", "-1"], "--layer-decay must be in (0, 1]"),
@@ -73,7 +73,7 @@ def test_out_of_range_pretrain_setting_is_one_line(cli, npz_pack, tmp_path, args
     (LinprobeConfig(epochs=0), "--epochs"),
     (FinetuneConfig(drop_path=2.0), "--drop-path"),
     (FinetuneConfig(batch_size=3), "even --batch-size"),
-    (SegmentConfig(crop=0), "--crop"),
+    (SegmentConfig(crop_size=0), "--crop-size"),
     (KnnConfig(k=0), "--k"),
 ])
 def test_library_configs_validate_too(config, message):

@@ -43,7 +43,7 @@ def test_a_stopped_build_continues_and_every_number_has_its_metrics_file(zoo_set
     calls = []
 
     def stopped_at_the_final_finetune(inp, cfg, reporter):
-        calls.append(inp.val_fraction)
+        calls.append((inp.val_fraction, inp.test))
         if inp.val_fraction is None:  # the test-split run, after the sweep on the validation carve
             raise KeyboardInterrupt
         return real_finetune(inp, cfg, reporter)
@@ -52,7 +52,11 @@ def test_a_stopped_build_continues_and_every_number_has_its_metrics_file(zoo_set
     with pytest.raises(KeyboardInterrupt):
         zoo_build.ZooBuild(zoo_setup).run([ENTRY])
     state = json.loads((zoo_setup.root / "state.json").read_text())
-    assert calls == [0.1, 0.1, None]  # two candidates on the validation carve, then the stopped test run
+    # two candidates on the validation carve (which never measure test), then the stopped test run
+    assert calls == [(0.1, False), (0.1, False), (None, True)]
+    for i in (0, 1):
+        candidate = json.loads(open(state[f"{ENTRY}/seed0/finetune/val{i}"]["results"]["metrics_file"]).read())
+        assert candidate["split"] == "val-carve" and "test" not in candidate["splits"]
     done = [f"{ENTRY}/seed0/{stage}" for stage in ("pretrain", "knn", "finetune/val0", "finetune/val1")]
     assert [k for k, v in state.items() if v["done"]] == done
     assert state[f"{ENTRY}/seed0/finetune"]["seconds"] >= 0 and not state[f"{ENTRY}/seed0/finetune"]["done"]
@@ -72,7 +76,7 @@ def test_a_stopped_build_continues_and_every_number_has_its_metrics_file(zoo_set
     chosen = json.loads((zoo_setup.root / "state.json").read_text())[f"{ENTRY}/seed0/finetune"]["results"]["chosen"]
     assert chosen["blr"] in (5e-4, 1e-3)
     baseline = table["baselines"][f"baselines/{TINY_ARCH}-cifar10/finetune"]
-    assert json.loads(open(baseline["metrics_file"]).read())["last_top1"] == baseline["value"]
+    assert json.loads(open(baseline["metrics_file"]).read())["top1"] == baseline["value"]
 
     # the card (copied for model_cards/) holds the test-split numbers only, never the validation-carve runs
     card = (zoo_setup.cards_dir / f"{ENTRY}.md").read_text()

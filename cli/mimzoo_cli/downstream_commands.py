@@ -13,7 +13,9 @@ Backbone = Annotated[str, typer.Argument(
     help="hf-hub:ORG/NAME[@REV], local-dir:PATH, an export folder, a .safetensors file or a zoo name.")]
 Data = Annotated[str, typer.Option(
     help="Labelled data: builtin, PACK.npz (train_/test_ keys), or a folder with train/ and val/ class folders.")]
-ValFraction = Annotated[float | None, typer.Option(help="Carve this fraction of train as validation (stratified).")]
+ValFraction = Annotated[float | None, typer.Option(
+    help="Carve this fraction of train as validation (stratified): each epoch is measured there, and the data's own "
+    "val/test split once at the end, which is reported.")]
 Arch = Annotated[str | None, typer.Option(help="Arch of a bare .safetensors file that has no config.json.")]
 Pool = Annotated[str, typer.Option(help="token (cls after the final norm) or avg (mean of patch tokens).")]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
@@ -31,7 +33,11 @@ def _inputs(backbone: str, data: str, val_fraction: float | None, arch: str | No
 
 def _report_top1(results: dict) -> None:
     if is_main_process():
-        console.print(f"best top-1 {results['best_top1']:.2f}, last top-1 {results['last_top1']:.2f}", highlight=False)
+        val = results.get("val")
+        carve = (f"; {val['split']}: last {val['last_top1']:.2f}, best {val['best_top1']:.2f} (epoch "
+                 f"{val['best_epoch']})") if val else ""
+        console.print(f"{results['split']} top-1 {results['top1']:.2f} (epoch {results['epoch']}, the last){carve}",
+                      highlight=False)
 
 
 @fail_cleanly
@@ -103,10 +109,12 @@ def segment(backbone: Backbone,
                 help="Label excluded from loss and metrics; default: the data's void label (CamVid: 11), else 255.")]
             = None,
             epochs: int = 50, warmup_epochs: int = 2, batch_size: int = 8,
-            lr: Annotated[float, typer.Option(help="AdamW lr of the decoder; encoder blocks get layer-decayed.")]
-            = 1e-4,
+            blr: Annotated[float, typer.Option(
+                help="Base lr; lr = blr x effective batch / 256 (AdamW, at the decoder; encoder blocks get "
+                "layer-decayed fractions).")] = 3.2e-3,
             layer_decay: float = 0.75, weight_decay: float = 0.05,
-            crop: Annotated[int, typer.Option(help="Training crop side (a multiple of 32 and the patch).")] = 256,
+            crop_size: Annotated[int, typer.Option(
+                help="Training crop side in pixels (a multiple of 32 and the patch).")] = 256,
             dice: Annotated[bool, typer.Option("--dice", help="Add smp's Dice loss to cross-entropy.")] = False,
             previews: Annotated[int, typer.Option(help="Validation images drawn in predictions.png.")] = 4,
             arch: Arch = None, device: Device = "auto", workers: Workers = 4, seed: Seed = 0,
@@ -119,10 +127,11 @@ def segment(backbone: Backbone,
     from mimzoo.engine.segment import SegmentConfig
     from mimzoo_cli.progress import RichReporter
 
-    cfg = SegmentConfig(epochs=epochs, warmup_epochs=warmup_epochs, batch_size=batch_size, lr=lr,
-                        weight_decay=weight_decay, layer_decay=layer_decay, crop=crop, ignore_index=ignore_index,
+    cfg = SegmentConfig(epochs=epochs, warmup_epochs=warmup_epochs, batch_size=batch_size, blr=blr,
+                        weight_decay=weight_decay, layer_decay=layer_decay, crop_size=crop_size,
+                        ignore_index=ignore_index,
                         dice=dice, workers=workers, out=str(out), resume=resume, previews=previews)
     results = run_segment(_inputs(backbone, data, None, arch, device, seed), cfg, eval_split, RichReporter())
     if is_main_process():
-        console.print(f"{eval_split} mIoU {results['last_miou']:.2f} (best {results['best_miou']:.2f}), pixel "
-                      f"accuracy {results['history'][-1]['pixel_accuracy']:.2f}", highlight=False)
+        console.print(f"{results['split']} mIoU {results['miou']:.2f} (epoch {results['epoch']}, the last), pixel "
+                      f"accuracy {results['pixel_accuracy']:.2f}", highlight=False)

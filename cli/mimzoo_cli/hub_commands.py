@@ -70,9 +70,12 @@ def import_checkpoint(
 @fail_cleanly
 def push(
     folder: Annotated[Path, typer.Argument(help="Export folder (mimzoo export).")],
-    repo_id: Annotated[str, typer.Option("--repo-id", help="Hub repo, ORG/NAME.")],
-    private: Annotated[bool, typer.Option("--private", help="Create the Hub repo as private.")] = False,
-    revision: Annotated[str | None, typer.Option(help="Branch to push to (created if missing; default main).")] = None,
+    repo_id: Annotated[str, typer.Option("--repo-id", help=(
+        "Hub repo, ORG/NAME[@REVISION] as in pull and hf-hub: (the branch is created if missing; default main)."))],
+    private: Annotated[bool | None, typer.Option("--private/--public", help=(
+        "Make the repo private or public, a new or an existing one (default: a new repo gets its owner's default "
+        "visibility, e.g. an organisation's private-by-default; an existing one keeps its own)."),
+        show_default=False)] = None,
     token: Token = None,
     backend_dir: BackendDir = None,
 ) -> None:
@@ -81,7 +84,7 @@ def push(
     from mimzoo.hub.backends import push as push_folder
 
     backend = LocalDirBackend(backend_dir) if backend_dir else HfHubBackend(token)
-    where = push_folder(folder, repo_id, backend, revision=revision, private=private)
+    where = push_folder(folder, repo_id, backend, private=private)
     console.print(f"pushed {folder} to {where}", markup=False, highlight=False, soft_wrap=True)
 
 
@@ -98,7 +101,7 @@ def pull(
     info = pull_repo(name, LocalDirBackend(backend_dir) if backend_dir else HfHubBackend(token))
     Console(soft_wrap=True).print(str(info.weights.parent), markup=False, highlight=False)
     console.print(f"cached: use it offline (HF_HUB_OFFLINE=1) as the backbone {info.spec} of any mimzoo command, "
-                  f'or in plain timm as timm.create_model("hf-hub:{info.repo_id}", pretrained=True)',
+                  f'or in plain timm as timm.create_model("{info.spec}", pretrained=True)',
                   markup=False, highlight=False, soft_wrap=True)
 
 

@@ -13,7 +13,8 @@ from mimzoo_cli.console import console, fail_cleanly
 @fail_cleanly
 def visualize(
     checkpoint: Annotated[Path, typer.Argument(
-        help="Run folder (checkpoint.pt + config.json) or export folder with pretrainer.safetensors.")],
+        help="Run folder (checkpoint.pt + config.json), export folder with pretrainer.safetensors, or such an "
+        "export as hf-hub:ORG/NAME[@REV] (pulled), local-dir:PATH or a zoo name.")],
     images: Annotated[list[Path] | None, typer.Option(
         help="An image file or folder; repeat for more (default: the demo photos shipped with mimzoo).")] = None,
     out: Annotated[Path, typer.Option(help="The PNG to write.")] = Path("reconstructions.png"),

@@ -5,7 +5,8 @@ Data specs:
 - ``PACK.npz``: the ``train_*`` split for training and ``val_*`` (or ``test_*``) for evaluation;
 - a folder with ``train/`` and ``val/`` (or ``test/``), each holding one subfolder per class;
 - a folder of class subfolders alone, with ``--val-fraction`` to carve the validation split from it.
-``--val-fraction`` always carves the validation split from train (stratified, seeded), for any spec.
+``--val-fraction`` always carves the validation split from train (stratified, seeded), for any spec; the data's own
+evaluation split (val or test), if it has one, then becomes the test split, measured once at the end.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from mimzoo.data.sources import BUILTIN_SAMPLE, ImageFolderSource, NpzPack, NpzP
 from mimzoo.errors import MimzooError
 
 Source = ImageFolderSource | NpzPackSource
+CARVE = "val-carve"  # the name of a --val-fraction split in results, apart from any split of the data
 
 
 @dataclass
@@ -43,12 +45,40 @@ class Split:
 
 @dataclass
 class LabeledSplits:
-    """val_name: what the evaluation split is called in the data (val, test), for reported results."""
+    """val: the split measured after every epoch: a ``--val-fraction`` carve of train (``carved``: the fraction) or
+    else the data's evaluation split, called ``val_name`` in the data (val, test). test: with a carve, the data's
+    evaluation split (``test_name``), measured once at the end and reported; None without a carve or where the data
+    has none."""
 
     train: Split
     val: Split
     classes: list[str]
     val_name: str = "val"
+    test: Split | None = None
+    test_name: str | None = None
+    carved: float | None = None
+
+    @property
+    def reported(self) -> tuple[Split, str]:
+        """The split a result is reported on, and its name: the test split if there is one, else val."""
+        return (self.test, self.test_name) if self.test is not None else (self.val, self.val_name)
+
+    def summary(self) -> str:
+        """'N train / N val-carve (of train) / N test images': what trains, what each epoch is measured on and
+        what is measured once at the end."""
+        val = f"{len(self.val)} {self.val_name}" + (" (of train)" if self.carved else "")
+        test = f" / {len(self.test)} {self.test_name}" if self.test is not None else ""
+        return f"{len(self.train)} train / {val}{test} images"
+
+    def describe(self) -> dict[str, dict[str, object]]:
+        """Each split's name in the data and size, for results.json (a carve says what it was carved from)."""
+        rows: dict[str, dict[str, object]] = {"train": {"name": "train", "images": len(self.train)},
+                                              "val": {"name": self.val_name, "images": len(self.val)}}
+        if self.carved:
+            rows["val"].update(carved_from="train", fraction=self.carved)
+        if self.test is not None:
+            rows["test"] = {"name": self.test_name, "images": len(self.test)}
+        return rows
 
 
 def open_labeled(spec: str, val_fraction: float | None = None, seed: int = 0) -> LabeledSplits:
@@ -60,19 +90,21 @@ def open_labeled(spec: str, val_fraction: float | None = None, seed: int = 0) ->
             "train_labels"
         )
     _check_labels(train, _class_names(train), spec)
-    if val_fraction:
-        train_idx, val_idx = stratified_split(train.labels, val_fraction, seed)
-        return LabeledSplits(Split(train, train_idx), Split(train, val_idx), _class_names(train))
-    if val is None:
+    if val is None and not val_fraction:
         raise MimzooError(f"no validation split in {spec}: add a val/ (or test/) folder or pass --val-fraction 0.1")
-    if _class_names(val) != _class_names(train):
+    if val is not None and _class_names(val) != _class_names(train):
         raise MimzooError(
             f"the classes of the validation split ({len(_class_names(val))}) differ from train's "
             f"({len(_class_names(train))}) in {spec}; give both the same class subfolders"
         )
-    _check_labels(val, _class_names(train), spec)
-    return LabeledSplits(Split(train, np.arange(len(train))), Split(val, np.arange(len(val))), _class_names(train),
-                         _split_name(val))
+    if val is not None:
+        _check_labels(val, _class_names(train), spec)
+    evaluation = (Split(val, np.arange(len(val))), _split_name(val)) if val is not None else (None, None)
+    if val_fraction:
+        train_idx, val_idx = stratified_split(train.labels, val_fraction, seed)
+        return LabeledSplits(Split(train, train_idx), Split(train, val_idx), _class_names(train), CARVE,
+                             *evaluation, carved=val_fraction)
+    return LabeledSplits(Split(train, np.arange(len(train))), evaluation[0], _class_names(train), evaluation[1])
 
 
 def _check_labels(source: Source, classes: list[str], spec: str) -> None:

@@ -6,7 +6,7 @@ When the backbone is a local mimzoo export, the result is also added to its mode
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,9 @@ class DownstreamInput:
     device: str = "auto"
     seed: int = 0
     record: bool = True  # add the result to the card of a local export (off for runs that only choose a recipe)
+    # with --val-fraction, measure the data's own evaluation split once at the end (off for runs that only choose
+    # a recipe on the carve, so that they never see the test split)
+    test: bool = True
 
 
 @dataclass
@@ -65,7 +68,8 @@ class KnnConfig:
 
 
 def run_knn(inp: DownstreamInput, cfg: KnnConfig, reporter: Reporter | None = None) -> dict[str, Any]:
-    """Weighted kNN top-1 of frozen features: train split as the bank, validation split as queries."""
+    """Weighted kNN top-1 of frozen features: train split as the bank, the reported split (test where a validation
+    carve leaves one, else val) as queries; kNN chooses nothing, so it has no use for the carve itself."""
 
     def body(backbone: VisionTransformer, splits: LabeledSplits, ctx: DistContext, rep: Reporter) -> dict[str, Any]:
         transform = create_transform(**backbone_data_config(backbone), is_training=False)
@@ -74,42 +78,52 @@ def run_knn(inp: DownstreamInput, cfg: KnnConfig, reporter: Reporter | None = No
             return dataset_features(backbone, LabeledDataset(split, transform), cfg.batch_size, cfg.workers,
                                     ctx.device, cfg.pool, rep)
 
+        queries_split, name = splits.reported
         bank, bank_labels = features(splits.train)
-        queries, labels = features(splits.val)
+        queries, labels = features(queries_split)
         accuracy = top1(knn_predict(bank, bank_labels, queries, len(splits.classes), cfg.k, cfg.temperature), labels)
-        rep.message(f"kNN (k={cfg.k}, T={cfg.temperature}, {cfg.pool} pool): top-1 {accuracy:.2f}")
-        results = {"top1": accuracy, "config": {**vars(cfg), "bank": len(splits.train), "queries": len(splits.val)}}
+        rep.message(f"kNN (k={cfg.k}, T={cfg.temperature}, {cfg.pool} pool): {name} top-1 {accuracy:.2f}")
+        described = splits.describe()
+        splits_used = {role: described[role] for role in ("train", "test" if splits.test is not None else "val")}
+        results = {"top1": accuracy, "split": name, "splits": splits_used, "config": vars(cfg)}
         return save_results(Path(cfg.out), results, ctx)
 
-    return _run(inp, "knn", _classification_data(inp), body, ("accuracy", "top1"), reporter, cfg.validate)
+    return _run(inp, "knn", _classification_data(inp), body, "top1", reporter, cfg.validate,
+                metric_name=f"kNN top-1 (k={cfg.k}, T={cfg.temperature:g})")
 
 
 def run_linprobe(inp: DownstreamInput, cfg: LinprobeConfig, reporter: Reporter | None = None) -> dict[str, Any]:
     return _run(inp, "linprobe", _classification_data(inp), lambda b, s, ctx, rep: linear_probe(b, s, cfg, ctx, rep),
-                ("accuracy", "best_top1"), reporter, cfg.validate)
+                "top1", reporter, cfg.validate)
 
 
 def run_finetune(inp: DownstreamInput, cfg: FinetuneConfig, reporter: Reporter | None = None) -> dict[str, Any]:
     return _run(inp, "finetune", _classification_data(inp), lambda b, s, ctx, rep: finetune(b, s, cfg, ctx, rep),
-                ("accuracy", "best_top1"), reporter, cfg.validate)
+                "top1", reporter, cfg.validate)
 
 
 def run_segment(inp: DownstreamInput, cfg: SegmentConfig, eval_split: str = "val",
                 reporter: Reporter | None = None) -> dict[str, Any]:
     """DPT segmentation; the card records the last epoch's class-mean IoU on the evaluation split."""
     return _run(inp, "segment", lambda: open_segmentation(inp.data, eval_split),
-                lambda b, d, ctx, rep: segment(b, d, cfg, ctx, rep), ("mean_iou", "last_miou"), reporter, cfg.validate)
+                lambda b, d, ctx, rep: segment(b, d, cfg, ctx, rep, inp.backbone, dataset_name(inp.data)), "miou",
+                reporter, cfg.validate)
 
 
 def _classification_data(inp: DownstreamInput) -> Callable[[], LabeledSplits]:
-    return lambda: open_labeled(inp.data, inp.val_fraction, inp.seed)
+    def open_data() -> LabeledSplits:
+        splits = open_labeled(inp.data, inp.val_fraction, inp.seed)
+        return splits if inp.test else replace(splits, test=None, test_name=None)
+
+    return open_data
 
 
 def _run(inp: DownstreamInput, task: str, open_data: Callable[[], Any],
          body: Callable[[VisionTransformer, Any, DistContext, Reporter], dict[str, Any]],
-         headline: tuple[str, str], reporter: Reporter | None, validate: Callable[[], None]) -> dict[str, Any]:
-    """Check the settings, resolve, open, run under torchrun or alone, and record ``results[headline[1]]`` as
-    metric ``headline[0]`` in the card of a local export (checked readable before the run)."""
+         headline: str, reporter: Reporter | None, validate: Callable[[], None],
+         metric_name: str | None = None) -> dict[str, Any]:
+    """Check the settings, resolve, open, run under torchrun or alone, and record ``results[headline]`` (measured
+    on ``results["split"]``) in the card of a local export (checked readable before the run)."""
     validate()
     random_seed(inp.seed)  # torch (a random:ARCH backbone, heads, drop path), numpy (Mixup), Python (RandAugment)
     backbone, info = load_backbone(inp.backbone, inp.arch)
@@ -119,11 +133,15 @@ def _run(inp: DownstreamInput, task: str, open_data: Callable[[], Any],
     ctx = dist_utils.init_distributed(inp.device)
     try:
         random_seed(inp.seed)
-        results = body(backbone, data, ctx, for_rank(reporter, ctx.is_main))
+        rep = for_rank(reporter, ctx.is_main)
+        for note in info.notes:
+            rep.message(f"note: {note}")
+        results = body(backbone, data, ctx, rep)
         if ctx.is_main and inp.record and info.export_dir is not None:
-            metric, key = headline
-            add_result(info.export_dir, task, dataset_name(inp.data), metric, round(results[key], 2), data.val_name)
-            (reporter or Reporter()).message(f"recorded the {task} {metric} in the model card of {info.export_dir}")
+            add_result(info.export_dir, task, dataset_name(inp.data), round(results[headline], 2), results["split"],
+                       metric_name)
+            rep.message(f"recorded the {task} {headline} ({results['split']} split) in the model card of "
+                        f"{info.export_dir}")
         return results
     finally:
         dist_utils.shutdown_distributed()

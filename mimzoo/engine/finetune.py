@@ -112,7 +112,7 @@ def build_classifier(backbone: VisionTransformer, num_classes: int, cfg: Finetun
 
 def finetune(backbone: VisionTransformer, splits: LabeledSplits, cfg: FinetuneConfig, ctx: DistContext,
              reporter: Reporter) -> dict[str, Any]:
-    """Fine-tune; returns results (best / last top-1, history), also written to OUT/results.json."""
+    """Fine-tune; returns the results (``supervised.write_results``), also written to OUT/results.json."""
     num_classes = len(splits.classes)
     model = build_classifier(backbone, num_classes, cfg).to(ctx.device)
     groups = param_groups_layer_decay(model, cfg.weight_decay, no_weight_decay_list=model.no_weight_decay(),
@@ -128,14 +128,16 @@ def finetune(backbone: VisionTransformer, splits: LabeledSplits, cfg: FinetuneCo
         mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.smoothing,
                       num_classes=num_classes)
     criterion = SoftTargetCrossEntropy() if mixup else LabelSmoothingCrossEntropy(cfg.smoothing)
-    reporter.message(f"fine-tune: {len(splits.train)} train / {len(splits.val)} val images, {num_classes} classes, "
+    reporter.message(f"fine-tune: {splits.summary()}, {num_classes} classes, "
                      f"lr = blr {cfg.blr:g} x {cfg.batch_size * ctx.world_size}/256 = {lr:.3g}, "
                      f"layer decay {cfg.layer_decay}")
+    eval_tf = create_transform(**data_cfg, is_training=False)
+    test = (splits.test_name, LabeledDataset(splits.test, eval_tf)) if splits.test is not None else None
     loop = SupervisedLoop(
-        model, optimizer, LabeledDataset(splits.train, train_tf),
-        LabeledDataset(splits.val, create_transform(**data_cfg, is_training=False)), criterion,
+        model, optimizer, LabeledDataset(splits.train, train_tf), LabeledDataset(splits.val, eval_tf), criterion,
         LoopConfig(cfg.epochs, cfg.warmup_epochs, cfg.batch_size, lr, cfg.min_lr, cfg.workers, Path(cfg.out),
                    cfg.resume, cfg.clip_grad),
         ctx, reporter, {**asdict(cfg), "lr": lr, "num_classes": num_classes}, batch_transform=mixup,
+        val_name=splits.val_name, test=test, splits=splits.describe(),
     )
     return loop.run("fine-tune")

@@ -131,25 +131,28 @@ def mae_lars(params, lr: float, weight_decay: float) -> Lars:
 
 def linear_probe(backbone: VisionTransformer, splits: LabeledSplits, cfg: LinprobeConfig, ctx: DistContext,
                  reporter: Reporter) -> dict[str, Any]:
-    """Train the probe head; returns results (best / last top-1, history) also written to OUT/results.json."""
+    """Train the probe head; returns the results (``supervised.write_results``), also written to OUT/results.json."""
     cfg.validate()
     mode = cfg.mode if cfg.mode != "auto" else ("cached" if len(splits.train) <= CACHED_MAX_IMAGES else "augmented")
     data_cfg = backbone_data_config(backbone)
-    eval_set = LabeledDataset(splits.val, create_transform(**data_cfg, is_training=False))
+    eval_tf = create_transform(**data_cfg, is_training=False)
+    eval_set = LabeledDataset(splits.val, eval_tf)
+    test = (splits.test_name, LabeledDataset(splits.test, eval_tf)) if splits.test is not None else None
     head = ProbeHead(backbone.num_features, len(splits.classes)).to(ctx.device)
     lr = cfg.blr * cfg.batch_size * ctx.world_size / 256
     record = {**asdict(cfg), "mode": mode, "lr": lr, "num_classes": len(splits.classes)}
-    reporter.message(f"linear probe ({mode}): {len(splits.train)} train / {len(splits.val)} val images, "
-                     f"{len(splits.classes)} classes, lr = blr {cfg.blr:g} x {cfg.batch_size * ctx.world_size}/256")
+    reporter.message(f"linear probe ({mode}): {splits.summary()}, {len(splits.classes)} classes, "
+                     f"lr = blr {cfg.blr:g} x {cfg.batch_size * ctx.world_size}/256")
     if mode == "augmented":
         train_tf = create_transform(data_cfg["input_size"], is_training=True, color_jitter=None,
                                     interpolation=data_cfg["interpolation"], mean=data_cfg["mean"], std=data_cfg["std"])
         model = FrozenProbe(backbone, head, cfg.pool).to(ctx.device)
         loop = SupervisedLoop(model, make_optimizer(cfg, head.parameters(), lr),
                               LabeledDataset(splits.train, train_tf), eval_set, nn.CrossEntropyLoss(),
-                              _loop_config(cfg, lr), ctx, reporter, record)
+                              _loop_config(cfg, lr), ctx, reporter, record, val_name=splits.val_name, test=test,
+                              splits=splits.describe())
         return loop.run("linear probe")
-    return _cached_probe(backbone, head, splits, eval_set, cfg, lr, ctx, reporter, record)
+    return _cached_probe(backbone, head, splits, eval_set, test, cfg, lr, ctx, reporter, record)
 
 
 def _loop_config(cfg: LinprobeConfig, lr: float) -> LoopConfig:
@@ -157,13 +160,18 @@ def _loop_config(cfg: LinprobeConfig, lr: float) -> LoopConfig:
 
 
 def _cached_probe(backbone: VisionTransformer, head: ProbeHead, splits: LabeledSplits, eval_set: LabeledDataset,
-                  cfg: LinprobeConfig, lr: float, ctx: DistContext, reporter: Reporter,
-                  record: dict[str, Any]) -> dict[str, Any]:
+                  test: tuple[str, LabeledDataset] | None, cfg: LinprobeConfig, lr: float, ctx: DistContext,
+                  reporter: Reporter, record: dict[str, Any]) -> dict[str, Any]:
     out = Path(cfg.out)
     resume = resumable(out, cfg.resume)
 
     def features(dataset: LabeledDataset) -> tuple[torch.Tensor, torch.Tensor]:
         return dataset_features(backbone, dataset, cfg.batch_size, cfg.workers, ctx.device, cfg.pool, reporter)
+
+    @torch.no_grad()
+    def top1(x: torch.Tensor, y: torch.Tensor) -> float:
+        head.eval()
+        return 100.0 * (head(x).argmax(1) == y).float().mean().item()
 
     train_x, train_y = features(LabeledDataset(splits.train, eval_set.transform))
     val_x, val_y = features(eval_set)
@@ -199,11 +207,9 @@ def _cached_probe(backbone: VisionTransformer, head: ProbeHead, splits: LabeledS
             mean = total.item() / steps
             if not math.isfinite(mean):
                 raise non_finite(_loop_config(cfg, lr), epoch + 1)
-            head.eval()
-            with torch.no_grad():
-                top1 = 100.0 * (head(val_x).argmax(1) == val_y).float().mean().item()
-            history.append({"epoch": epoch + 1, "train_loss": mean, "top1": top1})
-            reporter.update((epoch + 1) * steps, {"loss": mean, "top1": top1})
+            accuracy = top1(val_x, val_y)
+            history.append({"epoch": epoch + 1, "train_loss": mean, "split": splits.val_name, "top1": accuracy})
+            reporter.update((epoch + 1) * steps, {"loss": mean, "top1": accuracy})
             if ctx.is_main:
                 save_checkpoint(out / CHECKPOINT, {"model": head.state_dict(), "optimizer": optimizer.state_dict(),
                                                    "epoch": epoch + 1, "history": history,
@@ -213,4 +219,5 @@ def _cached_probe(backbone: VisionTransformer, head: ProbeHead, splits: LabeledS
         raise Interrupted(step, cfg.epochs * steps, f"epoch {saved}" if saved else None) from None
     finally:
         reporter.stop()
-    return write_results(out, history, record, ctx)
+    final = (test[0], {"top1": top1(*features(test[1]))}) if test is not None else None
+    return write_results(out, history, record, ctx, final=final, splits=splits.describe())

@@ -31,6 +31,7 @@ from mimzoo.engine.report import Reporter
 from mimzoo.engine.seg_metrics import SegMeter
 from mimzoo.engine.supervised import LoopConfig, SupervisedLoop
 from mimzoo.errors import MimzooError, check_settings, in_range
+from mimzoo.hub.dpt_card import write_dpt_card
 
 DPT_STRIDE = 32  # DPT's coarsest level is 1/32 of the input
 DEFAULT_IGNORE = 255
@@ -41,11 +42,12 @@ class SegmentConfig:
     epochs: int = 50
     warmup_epochs: int = 2
     batch_size: int = 8  # per process
-    lr: float = 1e-4  # AdamW, at the decoder; encoder blocks get layer-decayed fractions of it
+    blr: float = 3.2e-3  # lr = blr x effective batch / 256 (1e-4 at batch 8): AdamW's at the decoder; encoder
+    # blocks get layer-decayed fractions of it
     min_lr: float = 1e-6
     weight_decay: float = 0.05
     layer_decay: float = 0.75
-    crop: int = 256
+    crop_size: int = 256  # training crop side, pixels
     ignore_index: int | None = None  # None: the data's void label (CamVid: 11), else DEFAULT_IGNORE
     dice: bool = False
     workers: int = 4
@@ -58,11 +60,11 @@ class SegmentConfig:
             in_range("--epochs", self.epochs, 1),
             in_range("--warmup-epochs", self.warmup_epochs, 0),
             in_range("--batch-size", self.batch_size, 1),
-            in_range("--lr", self.lr, 0, MAX_LR, low_open=True),
+            in_range("--blr", self.blr, 0, MAX_LR, low_open=True),
             in_range("--min-lr", self.min_lr, 0, MAX_LR),
             in_range("--weight-decay", self.weight_decay, 0),
             in_range("--layer-decay", self.layer_decay, 0, 1, low_open=True),
-            in_range("--crop", self.crop, 1),
+            in_range("--crop-size", self.crop_size, 1),
             in_range("--ignore-index", self.ignore_index, 0) if self.ignore_index is not None else (True, ""),
             in_range("--previews", self.previews, 0),
             in_range("--workers", self.workers, 0),
@@ -74,14 +76,24 @@ def input_multiple(backbone: VisionTransformer) -> int:
     return math.lcm(DPT_STRIDE, backbone.patch_embed.patch_size[0])
 
 
+def decoder_channels(width: int) -> tuple[tuple[int, ...], int]:
+    """DPT's reassemble channels and fusion width for an encoder of ``width``: DPT-Base's proportions (width / 8,
+    / 4, / 2, x 1; exactly the paper's 96-192-384-768 for ViT-B) with fusion 256, or the width where it is smaller.
+    smp's default, DPT-Large's 256-512-1024-1024, would give a ViT-T (5.5M) a 35M-parameter model."""
+    return (width // 8, width // 4, width // 2, width), min(256, width)
+
+
 def build_dpt(backbone: VisionTransformer, num_classes: int) -> smp.DPT:
-    """smp DPT whose timm encoder holds exactly the backbone's weights (strict load)."""
+    """smp DPT (decoder sized by ``decoder_channels``) whose timm encoder holds exactly the backbone's weights
+    (strict load)."""
     # smp sets in_chans itself and takes `depth` as its own argument (the number of DPT levels)
     args = {k: v for k, v in get_model_args(backbone).items() if k not in ("num_classes", "global_pool", "in_chans")}
     if "depth" in args:
         raise MimzooError("smp's DPT cannot build a ViT with a non-registry depth; use a registry-depth backbone")
+    intermediate, fusion = decoder_channels(backbone.num_features)
     model = smp.DPT(encoder_name=f"tu-{backbone.pretrained_cfg['architecture']}", encoder_weights=None,
-                    classes=num_classes, num_classes=0, dynamic_img_size=True, **args)
+                    classes=num_classes, decoder_intermediate_channels=intermediate,
+                    decoder_fusion_channels=fusion, num_classes=0, dynamic_img_size=True, **args)
     try:
         model.encoder.model.load_state_dict(backbone.state_dict(), strict=True)
     except RuntimeError as exc:
@@ -131,36 +143,49 @@ def layer_decay_groups(model: smp.DPT, cfg: SegmentConfig) -> list[dict[str, Any
 
 
 def segment(backbone: VisionTransformer, data: SegData, cfg: SegmentConfig, ctx: DistContext,
-            reporter: Reporter) -> dict[str, Any]:
-    """Train DPT on ``data``; returns the results (mIoU, per-class IoU, pixel accuracy), also in OUT."""
+            reporter: Reporter, backbone_name: str = "a ViT backbone", dataset: str = "data") -> dict[str, Any]:
+    """Train DPT on ``data``; returns the results (the last epoch's mIoU, per-class IoU and pixel accuracy on the
+    evaluation split), also in OUT. backbone_name, dataset: what the saved model's card calls them."""
     cfg.validate()
     num_classes, multiple = len(data.classes), input_multiple(backbone)
-    if cfg.crop % multiple:
-        raise MimzooError(f"--crop {cfg.crop} must be a multiple of {multiple} (patch size and DPT's 1/32 level); "
-                          f"use --crop {max(multiple, cfg.crop - cfg.crop % multiple)}")
+    if cfg.crop_size % multiple:
+        fixed = max(multiple, cfg.crop_size - cfg.crop_size % multiple)
+        raise MimzooError(f"--crop-size {cfg.crop_size} must be a multiple of {multiple} (patch size and DPT's 1/32 "
+                          f"level); use --crop-size {fixed}")
     ignore = next(i for i in (cfg.ignore_index, data.void_label, DEFAULT_IGNORE) if i is not None)
     check_split(data.train, num_classes, ignore, "train")
     check_split(data.val, num_classes, ignore, data.val_name)
     model = build_dpt(backbone, num_classes).to(ctx.device)
-    lr = cfg.lr
+    lr = cfg.blr * cfg.batch_size * ctx.world_size / 256
     optimizer = torch.optim.AdamW(layer_decay_groups(model, cfg), lr=lr)
     norm = backbone_data_config(backbone)
-    train_set = SegDataset(data.train, norm["mean"], norm["std"], ignore, multiple, crop=cfg.crop)
+    train_set = SegDataset(data.train, norm["mean"], norm["std"], ignore, multiple, crop=cfg.crop_size)
     val_set = SegDataset(data.val, norm["mean"], norm["std"], ignore, multiple)
     reporter.message(f"segment (DPT): {len(data.train)} train / {len(data.val)} {data.val_name} images, "
-                     f"{num_classes} classes, ignore index {ignore}, crop {cfg.crop}, lr {lr:.3g}, "
+                     f"{num_classes} classes, ignore index {ignore}, crop {cfg.crop_size}, "
+                     f"lr = blr {cfg.blr:g} x {cfg.batch_size * ctx.world_size}/256 = {lr:.3g}, "
                      f"layer decay {cfg.layer_decay}")
     loop = SupervisedLoop(
         model, optimizer, train_set, val_set, SegLoss(ignore, cfg.dice),
         LoopConfig(cfg.epochs, cfg.warmup_epochs, cfg.batch_size, lr, cfg.min_lr, cfg.workers, Path(cfg.out),
-                   cfg.resume, eval_batch_size=1, lr_option="--lr"),
-        ctx, reporter, {**asdict(cfg), "ignore_index": ignore, "classes": data.classes},
-        evaluator=seg_evaluator(num_classes, ignore), headline="miou",
+                   cfg.resume, eval_batch_size=1),
+        ctx, reporter, {**asdict(cfg), "lr": lr, "ignore_index": ignore, "classes": data.classes},
+        evaluator=seg_evaluator(num_classes, ignore), headline="miou", val_name=data.val_name,
+        splits={"train": {"name": "train", "images": len(data.train)},
+                "val": {"name": data.val_name, "images": len(data.val)}},
     )
     results = loop.run("segment")
     if ctx.is_main:
-        model.save_pretrained(Path(cfg.out) / "model", metrics={"miou": results["last_miou"]},
-                              dataset=data.val_name)
+        folder = Path(cfg.out) / "model"
+        model.save_pretrained(folder)
+        intermediate, fusion = decoder_channels(backbone.num_features)
+        write_dpt_card(folder, {
+            "backbone": backbone_name, "architecture": backbone.pretrained_cfg["architecture"],
+            "license": backbone.pretrained_cfg.get("license"), "dataset": dataset, "classes": data.classes,
+            "mean": list(norm["mean"]), "std": list(norm["std"]), "multiple": multiple, "ignore_index": ignore,
+            "params": f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}",
+            "encoder_params": f"{sum(p.numel() for p in model.encoder.parameters()) / 1e6:.1f}",
+            "intermediate": "-".join(map(str, intermediate)), "fusion": fusion}, results)
         save_previews(model, val_set, num_classes, cfg.previews, Path(cfg.out) / "predictions.png", ctx.device)
     return results
 

@@ -2,7 +2,12 @@
 
 Epoch-granular: bf16 autocast on CUDA, DDP under torchrun, per-iteration lr schedule (timm's, so the
 ``lr_scale`` of layer-decay groups is applied), top-1 on the validation split after every epoch, an atomic
-checkpoint after every epoch that ``resume`` continues from, and ``results.json`` with best and last top-1.
+checkpoint after every epoch that ``resume`` continues from, and ``results.json``.
+
+The protocol: the result is the last epoch's, never the best one's. With a test split (the data's evaluation split,
+when the epochs are measured on a validation carve of train), the test split is measured once, after the last
+epoch, and reported; the carve's curve (last and best epoch) is kept beside it for choosing recipes. Without one,
+the epochs are measured on the evaluation split and the last is reported. Every number says its split.
 """
 
 from __future__ import annotations
@@ -57,15 +62,27 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: LoopConfig, steps_per_
     return warmup_cosine(optimizer, cfg.epochs, cfg.warmup_epochs, steps_per_epoch, cfg.min_lr)
 
 
+HISTORY_KEYS = ("epoch", "train_loss", "split")  # the rest of a history row is what the evaluator measured
 Evaluator = Callable[[torch.nn.Module, SkipReportingLoader, DistContext], dict[str, Any]]
 
 
 def write_results(out: Path, history: list[dict[str, Any]], record: dict[str, Any], ctx: DistContext,
-                  headline: str = "top1", details: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Best and last ``headline`` metric over the epochs' history (plus the last evaluation's ``details``),
-    written to OUT/results.json (rank 0)."""
-    results = {f"best_{headline}": max(h[headline] for h in history), f"last_{headline}": history[-1][headline],
-               "epochs": len(history), **(details or {}), "history": history, "config": record}
+                  headline: str = "top1", details: dict[str, Any] | None = None,
+                  final: tuple[str, dict[str, Any]] | None = None,
+                  splits: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write OUT/results.json (rank 0) and return it: the last epoch's metrics with ``details`` (the last
+    evaluation's non-scalar metrics), or ``final``, (test split name, its metrics) measured once after the last
+    epoch, with the validation curve's last and best ``headline`` under "val". ``splits``: each split's name and
+    size."""
+    last = history[-1]
+    split, measured = final or (last["split"], {**{k: v for k, v in last.items() if k not in HISTORY_KEYS},
+                                                **(details or {})})
+    results = {**measured, "split": split, "epoch": last["epoch"], "epochs": len(history)}
+    if final is not None:
+        best = max(history, key=lambda h: h[headline])
+        results["val"] = {"split": last["split"], f"last_{headline}": last[headline],
+                          f"best_{headline}": best[headline], "best_epoch": best["epoch"]}
+    results.update(splits=splits or {}, history=history, config=record)
     return save_results(out, results, ctx)
 
 
@@ -76,6 +93,10 @@ def save_results(out: Path, results: dict[str, Any], ctx: DistContext) -> dict[s
         with atomic_path(out / "results.json") as tmp:
             tmp.write_text(json.dumps(results, indent=2))
     return results
+
+
+def _shown(metrics: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v:.2f}" for k, v in metrics.items() if isinstance(v, float))
 
 
 @torch.no_grad()
@@ -99,9 +120,13 @@ class SupervisedLoop:
                  val_set: Dataset, criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                  cfg: LoopConfig, ctx: DistContext, reporter: Reporter, config_record: dict[str, Any],
                  batch_transform: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None
-                 = None, evaluator: Evaluator = top1_evaluator, headline: str = "top1") -> None:
+                 = None, evaluator: Evaluator = top1_evaluator, headline: str = "top1", val_name: str = "val",
+                 test: tuple[str, Dataset] | None = None, splits: dict[str, Any] | None = None) -> None:
+        """val_set (called ``val_name``) is measured after every epoch; ``test``, (name, dataset), once after the
+        last (see the module docstring); ``splits`` goes to results.json as it is."""
         self.cfg, self.ctx, self.reporter, self.record = cfg, ctx, reporter, config_record
         self.evaluator, self.headline, self.details = evaluator, headline, {}
+        self.val_name, self.splits = val_name, splits
         self.model, self.optimizer, self.criterion, self.batch_transform = model, optimizer, criterion, batch_transform
         self.sampler = DistributedSampler(train_set, ctx.world_size, ctx.rank, shuffle=True, drop_last=True)
         pin = ctx.device.type == "cuda"
@@ -112,11 +137,8 @@ class SupervisedLoop:
         if len(self.train_loader) == 0:
             raise MimzooError(f"--batch-size {cfg.batch_size} x {ctx.world_size} processes is larger than the "
                               f"training split ({len(train_set)} images); lower --batch-size")
-        # every rank scores a disjoint slice of the validation split; counts are summed (no padding duplicates)
-        val_slice = Subset(val_set, range(ctx.rank, len(val_set), ctx.world_size))
-        self.val_loader = SkipReportingLoader(
-            DataLoader(val_slice, cfg.eval_batch_size or cfg.batch_size, num_workers=cfg.workers, pin_memory=pin),
-            val_set.source, reporter.message)
+        self.val_loader = self._eval_loader(val_set)
+        self.test_name, self.test_loader = (test[0], self._eval_loader(test[1])) if test else (None, None)
         self.scheduler = make_scheduler(optimizer, cfg, len(self.train_loader))
         self.module = model
         if ctx.enabled:
@@ -124,6 +146,13 @@ class SupervisedLoop:
         self.epoch, self.history, self.step = 0, [], 0
         if resumable(cfg.out, cfg.resume):
             self._load()
+
+    def _eval_loader(self, dataset: Dataset) -> SkipReportingLoader:
+        # every rank scores a disjoint slice of the split; counts are summed (no padding duplicates)
+        part = Subset(dataset, range(self.ctx.rank, len(dataset), self.ctx.world_size))
+        return SkipReportingLoader(
+            DataLoader(part, self.cfg.eval_batch_size or self.cfg.batch_size, num_workers=self.cfg.workers,
+                       pin_memory=self.ctx.device.type == "cuda"), dataset.source, self.reporter.message)
 
     def _load(self) -> None:
         state = load_checkpoint(self.cfg.out / CHECKPOINT, self.ctx.device, CHECKPOINT_KEYS)
@@ -156,16 +185,21 @@ class SupervisedLoop:
                 self.epoch += 1
                 scalars = {k: v for k, v in metrics.items() if isinstance(v, float)}
                 self.details = {k: v for k, v in metrics.items() if k not in scalars}
-                self.history.append({"epoch": self.epoch, "train_loss": loss, **scalars})
-                shown = ", ".join(f"{k} {v:.2f}" for k, v in scalars.items())
-                self.reporter.message(f"epoch {self.epoch}: train loss {loss:.4f}, val {shown}")
+                self.history.append({"epoch": self.epoch, "train_loss": loss, "split": self.val_name, **scalars})
+                self.reporter.message(f"epoch {self.epoch}: train loss {loss:.4f}, {self.val_name} {_shown(scalars)}")
                 self._save()
         except KeyboardInterrupt:
             saved = f"epoch {self.epoch}" if (self.cfg.out / CHECKPOINT).exists() else None
             raise Interrupted(self.step, self.cfg.epochs * steps, saved) from None
         finally:
             self.reporter.stop()
-        return write_results(self.cfg.out, self.history, self.record, self.ctx, self.headline, self.details)
+        final = None
+        if self.test_loader is not None:
+            self.model.eval()
+            final = (self.test_name, self.evaluator(self.module, self.test_loader, self.ctx))
+            self.reporter.message(f"{self.test_name} (after the last epoch): {_shown(final[1])}")
+        return write_results(self.cfg.out, self.history, self.record, self.ctx, self.headline, self.details, final,
+                             self.splits)
 
     def _train_epoch(self) -> float:
         device, steps = self.ctx.device, len(self.train_loader)

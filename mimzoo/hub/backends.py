@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -30,21 +31,32 @@ from huggingface_hub.utils import httpx
 import mimzoo
 from mimzoo.engine.atomic import atomic_dir, atomic_path
 from mimzoo.errors import MimzooError, one_line
-from mimzoo.hub.card import update_record
-from mimzoo.hub.layout import CONFIG, RECORD, WEIGHTS, read_json, require_backbone_folder
+from mimzoo.hub.card import update_record, write_record
+from mimzoo.hub.layout import (
+    CARD,
+    CONFIG,
+    EXPORT_FILES,
+    RECORD,
+    WEIGHTS,
+    read_json,
+    read_record,
+    require_backbone_folder,
+)
 from mimzoo.hub.names import check_repo_id, check_revision, parse_repo
 from mimzoo.hub.resolve import HF_PREFIX, BackboneInfo, cached_snapshot, check_fits, locate_backbone
 from mimzoo.zoo import ZOO, ZooEntry
 
 NETWORK_ERRORS = (HfHubHTTPError, OSError, httpx.HTTPError)
+PULLED = list(EXPORT_FILES)  # what pull downloads: a timm repo's other files (pytorch_model.bin, ...) are not needed
 
 
 class Backend(Protocol):
     def check_push(self) -> None:
         """Raise a one-line error if a push cannot start (no credentials, no usable folder)."""
 
-    def push(self, folder: Path, repo_id: str, revision: str | None, private: bool) -> str:
-        """Upload an export folder; returns where it went."""
+    def push(self, folder: Path, repo_id: str, revision: str | None, private: bool | None) -> str:
+        """Upload an export folder; returns where it went. private: None keeps a repo's visibility (a new one gets
+        its owner's default), True or False sets it."""
 
     def pull(self, repo_id: str, revision: str | None) -> Path:
         """Fetch a repo into the Hugging Face cache; returns its snapshot folder."""
@@ -59,11 +71,14 @@ class HfHubBackend:
     def check_push(self) -> None:
         self._token()
 
-    def push(self, folder: Path, repo_id: str, revision: str | None, private: bool) -> str:
+    def push(self, folder: Path, repo_id: str, revision: str | None, private: bool | None) -> str:
         token = self._token()
         api = HfApi(token=token, library_name="mimzoo", library_version=mimzoo.__version__)
         try:
-            url = api.create_repo(repo_id, private=private, exist_ok=True)
+            existed = api.repo_exists(repo_id)
+            url = api.create_repo(repo_id, private=private, exist_ok=True)  # exist_ok: its `private` is not applied
+            if existed and private is not None:
+                api.update_repo_settings(repo_id, private=private)
             if revision:  # the Hub uploads only to a branch that exists
                 api.create_branch(repo_id, branch=revision, exist_ok=True)
             api.upload_folder(repo_id=repo_id, folder_path=folder, revision=revision,
@@ -75,8 +90,8 @@ class HfHubBackend:
     def pull(self, repo_id: str, revision: str | None) -> Path:
         name = f"{repo_id}@{revision}" if revision else repo_id
         try:
-            return Path(snapshot_download(repo_id, revision=revision, token=self.token, library_name="mimzoo",
-                                          library_version=mimzoo.__version__))
+            return Path(snapshot_download(repo_id, revision=revision, token=self.token, allow_patterns=PULLED,
+                                          library_name="mimzoo", library_version=mimzoo.__version__))
         except LocalEntryNotFoundError:
             why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "the Hub cannot be reached"
             raise MimzooError(f"{name} is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) and "
@@ -106,7 +121,7 @@ class LocalDirBackend:
         if self.root.exists() and not self.root.is_dir():
             raise MimzooError(f"--backend-dir {self.root} is a file, not a folder")
 
-    def push(self, folder: Path, repo_id: str, revision: str | None, private: bool) -> str:
+    def push(self, folder: Path, repo_id: str, revision: str | None, private: bool | None) -> str:
         return str(write_snapshot(self.root, repo_id, revision or "main", folder))
 
     def pull(self, repo_id: str, revision: str | None) -> Path:
@@ -118,24 +133,32 @@ class LocalDirBackend:
         return write_snapshot(Path(constants.HF_HUB_CACHE), repo_id, revision or "main", source, commit=source.name)
 
 
-def push(folder: Path, repo_id: str, backend: Backend, revision: str | None = None, private: bool = False) -> str:
-    """Publish an export folder as ``repo_id``; returns where it went.
+def push(folder: Path, repo: str, backend: Backend, private: bool | None = None) -> str:
+    """Publish an export folder as ``repo`` (``ORG/NAME[@REVISION]``, the syntax of ``pull`` and ``hf-hub:``;
+    revision default main); returns where it went.
 
-    The folder must load strictly; a mimzoo export records the repo id first, so its card shows real
-    ``hf-hub:`` snippets.
+    The folder must load strictly. A mimzoo export is uploaded with its repo id recorded (so its card shows real
+    ``hf-hub:`` snippets), and the folder itself records it only once the upload succeeded.
     """
     folder = Path(folder)
     require_backbone_folder(folder)
     check_fits(read_json(folder / CONFIG), folder / WEIGHTS)
-    repo_id, at_revision = parse_repo(repo_id)
-    if at_revision:
-        raise MimzooError(f"give the revision with --revision, not in the repo id ({repo_id}@{at_revision})")
-    if revision is not None:
-        check_revision(revision)
+    repo_id, revision = parse_repo(repo)
+    if "/" not in repo_id:  # the Hub would file it under the token's user, and the card's snippets would be wrong
+        raise MimzooError(f"give the repo as ORG/NAME (your user or organisation name, then the repo), not {repo_id!r}")
     backend.check_push()
-    if (folder / RECORD).is_file():
-        update_record(folder, lambda record: record.update(repo_id=repo_id))
-    return backend.push(folder, repo_id, revision, private)
+    if not (folder / RECORD).is_file():
+        return backend.push(folder, repo_id, revision, private)
+    with tempfile.TemporaryDirectory(prefix="mimzoo-push-") as staging:
+        staged = Path(staging)
+        for file in folder.iterdir():  # links: the weights are read in place, not copied; no temporaries
+            if file.is_file() and not file.name.startswith(".") and file.name not in (RECORD, CARD):
+                (staged / file.name).symlink_to(file.resolve())
+        record = read_record(folder)
+        write_record(staged, {**record, "repo_id": repo_id})
+        where = backend.push(staged, repo_id, revision, private)
+    update_record(folder, lambda record: record.update(repo_id=repo_id))
+    return where
 
 
 def pull(name: str, backend: Backend | None = None) -> BackboneInfo:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +19,29 @@ from safetensors import safe_open
 from mimzoo.engine.atomic import atomic_path
 from mimzoo.errors import MimzooError
 from mimzoo.hub.citations import citation
+from mimzoo.hub.datasets import hub_dataset_id
 from mimzoo.hub.layout import CARD, CONFIG, PRETRAINER, RECORD, WEIGHTS, read_json, read_record
 
 TEMPLATE = Path(__file__).with_name("model_card.md")
 
-# what a downstream command measures -> (Hub task type, protocol shown on the card)
-TASKS: dict[str, tuple[str, str]] = {
-    "linprobe": ("image-classification", "Linear probing"),
-    "finetune": ("image-classification", "Fine-tuning"),
-    "knn": ("image-classification", "k-NN classification"),
-    "segment": ("image-segmentation", "Semantic segmentation (DPT)"),
+@dataclass(frozen=True)
+class Task:
+    """How a downstream task's result appears: the Hub task type, the protocol (the card's results table) and a
+    metric type and name of its own. The model-index groups results by task type, dataset and split (keeping one
+    task name per group), so kNN, linear-probe and fine-tune accuracy on one split differ by metric type, and the
+    metric name says the protocol; no task name is written, as it would be one protocol's for all of them."""
+
+    task_type: str
+    protocol: str
+    metric_type: str
+    metric_name: str
+
+
+TASKS: dict[str, Task] = {
+    "knn": Task("image-classification", "k-NN classification", "knn_accuracy", "kNN top-1"),
+    "linprobe": Task("image-classification", "Linear probing", "linear_probe_accuracy", "Linear-probe top-1"),
+    "finetune": Task("image-classification", "Fine-tuning", "finetune_accuracy", "Fine-tune top-1"),
+    "segment": Task("image-segmentation", "Semantic segmentation (DPT)", "mean_iou", "mIoU (class mean)"),
 }
 TAGS = ["timm", "mimzoo", "masked-image-modeling", "vision-transformer"]
 
@@ -42,7 +56,7 @@ def render_card(config: dict[str, Any], record: dict[str, Any], weights: Path) -
         pipeline_tag="image-feature-extraction",
         license=record["license"],
         tags=TAGS[:2] + [record["method"]] + TAGS[2:],
-        datasets=[record["dataset"]],
+        datasets=[hub_id] if (hub_id := hub_dataset_id(record["dataset"])) else None,
         model_name=model_name,
         eval_results=[_eval_result(row) for row in record["results"]] or None,
     )
@@ -70,7 +84,8 @@ def render_card(config: dict[str, Any], record: dict[str, Any], weights: Path) -
         interpolation=pcfg.get("interpolation"),
         crop_pct=pcfg.get("crop_pct"),
         license=record["license"],
-        results=[{**row, "task": TASKS[row["task"]][1]} for row in record["results"]],
+        results=[{**row, "task": TASKS[row["task"]].protocol, "metric": _metric_name(row)}
+                 for row in record["results"]],
         recipe=recipe_rows(record),
         deviations=record.get("deviations", []),
         repo=repo_id or "ORG/NAME",
@@ -124,26 +139,33 @@ def update_record(export_dir: Path, change: Callable[[dict[str, Any]], None]) ->
     return record
 
 
-def add_result(export_dir: Path, task: str, dataset: str, metric: str, value: float,
-               split: str | None = None) -> None:
-    """Record a measured result in an export (replacing an earlier one for the same task, dataset, split and
-    metric) and regenerate its card, whose model-index then lists it. ``task`` is one of ``TASKS``."""
+def add_result(export_dir: Path, task: str, dataset: str, value: float, split: str | None = None,
+               metric_name: str | None = None) -> None:
+    """Record a measured result in an export (replacing an earlier one for the same task, dataset and split) and
+    regenerate its card, whose model-index then lists it with the task's metric type (``TASKS``). dataset: mimzoo's
+    short name of the data (its Hub id, where it has one, goes into the model-index); split: the split the number
+    is from; metric_name: what the card shows (default: the task's, e.g. 'kNN top-1')."""
     if task not in TASKS:
         raise MimzooError(f"unknown task {task!r} for a result; use one of: {', '.join(TASKS)}")
-    row = {"task": task, "dataset": dataset, "split": split, "metric": metric, "value": value}
+    row = {"task": task, "dataset": dataset, "split": split, "metric": TASKS[task].metric_type, "value": value,
+           "metric_name": metric_name or TASKS[task].metric_name}
 
     def replace(record: dict[str, Any]) -> None:
-        same = ("task", "dataset", "split", "metric")
-        record["results"] = [r for r in record["results"] if any(r[k] != row[k] for k in same)] + [row]
+        same = ("task", "dataset", "split")
+        record["results"] = [r for r in record["results"] if any(r.get(k) != row[k] for k in same)] + [row]
 
     update_record(Path(export_dir), replace)
 
 
+def _metric_name(row: dict[str, Any]) -> str:
+    return row.get("metric_name") or TASKS[row["task"]].metric_name
+
+
 def _eval_result(row: dict[str, Any]) -> EvalResult:
-    task_type, protocol = TASKS[row["task"]]
-    return EvalResult(task_type=task_type, task_name=protocol, dataset_type=row["dataset"],
-                      dataset_name=row["dataset"], dataset_split=row["split"], metric_type=row["metric"],
-                      metric_value=row["value"])
+    task = TASKS[row["task"]]
+    return EvalResult(task_type=task.task_type, dataset_type=hub_dataset_id(row["dataset"]) or row["dataset"],
+                      dataset_name=row["dataset"], dataset_split=row["split"], metric_type=task.metric_type,
+                      metric_name=_metric_name(row), metric_value=row["value"])
 
 
 def _size(weights: Path) -> tuple[int, int]:

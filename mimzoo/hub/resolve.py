@@ -10,11 +10,14 @@ A backbone spec is one of:
 
 Every spec ends in the same strict load: the weights must fit the config exactly (checked from the safetensors
 header before anything is built), so a mismatch is a one-line error, not a silently resampled or partial model.
+The one exception is timm's: a classifier checkpoint (``num_classes`` > 0, e.g. any ``*_in1k`` repo) loads without
+its classifier, as ``timm.create_model(..., pretrained=True, num_classes=0)`` does, and says so.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +57,15 @@ class BackboneInfo:
     export_dir: Path | None = None
     repo_id: str | None = None
     revision: str | None = None
+    dropped: tuple[str, ...] = ()  # the classifier tensors of a timm classifier checkpoint, left out of the backbone
+
+    @property
+    def notes(self) -> list[str]:
+        """What a user should know about how the backbone was loaded."""
+        if not self.dropped:
+            return []
+        return [f"{self.spec} is a {self.config.get('num_classes')}-class timm classifier; its classifier "
+                f"({', '.join(self.dropped)}) is left out, as timm does for num_classes=0"]
 
 
 def load_backbone(spec: str, arch: str | None = None, **model_kwargs: Any) -> tuple[VisionTransformer, BackboneInfo]:
@@ -70,6 +82,9 @@ def load_backbone(spec: str, arch: str | None = None, **model_kwargs: Any) -> tu
     with torch.device("meta"):  # every tensor comes from the weights: skip timm's random init
         model = create_vit(info.config, **model_kwargs)
     state = read_safetensors(info.weights)
+    info = replace(info, dropped=tuple(classifier_keys(info.config, state)))
+    for key in info.dropped:
+        del state[key]
     if model_kwargs:  # timm adapts the checkpoint to changed shapes (position-embedding grid, patch size)
         state = checkpoint_filter_fn(state, model)
     try:
@@ -142,7 +157,10 @@ def check_fits(config: dict[str, Any], weights: Path) -> None:
     model has. Reads only the safetensors header and builds the model on the meta device, so it is cheap."""
     with torch.device("meta"):
         expected = {k: tuple(v.shape) for k, v in create_vit(config).state_dict().items()}
-    mismatch = shape_mismatch(expected, safetensors_shapes(weights), "the config needs")
+    found = safetensors_shapes(weights)
+    for key in classifier_keys(config, found):
+        del found[key]
+    mismatch = shape_mismatch(expected, found, "the config needs")
     if mismatch:
         model = f"{config['architecture']} with {config.get('model_args', {})}"
         raise MimzooError(f"{weights} does not fit its config ({model}): {mismatch}")
@@ -155,6 +173,16 @@ def read_safetensors(weights: Path) -> dict[str, torch.Tensor]:
     except (OSError, SafetensorError) as exc:
         raise MimzooError(f"cannot read {weights}: {one_line(exc)}; restore the file (or pull or export it again)") \
             from None
+
+
+def classifier_keys(config: dict[str, Any], names: Iterable[str]) -> list[str]:
+    """The classifier tensors among ``names`` when ``config`` describes a timm classifier (``num_classes`` > 0):
+    those under its ``pretrained_cfg['classifier']`` (timm's default ``head``), which a backbone does without."""
+    if not config.get("num_classes"):
+        return []
+    classifier = config.get("pretrained_cfg", {}).get("classifier") or "head"
+    prefixes = tuple(f"{name}." for name in ([classifier] if isinstance(classifier, str) else classifier))
+    return sorted(name for name in names if name.startswith(prefixes))
 
 
 def safetensors_shapes(weights: Path) -> dict[str, tuple[int, ...]]:

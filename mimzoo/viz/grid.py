@@ -24,18 +24,23 @@ from mimzoo.engine.report import Reporter
 from mimzoo.errors import MimzooError
 from mimzoo.hub.export import load_pretrainer, load_run
 from mimzoo.hub.layout import PRETRAINER, read_record
+from mimzoo.hub.resolve import HF_PREFIX, LOCAL_PREFIX, locate_backbone
 from mimzoo.methods import Pretrainer, Reconstruction, get_method
 from mimzoo.viz.draw import INK, NOTE_INK, font, line_height, save, wrap
+from mimzoo.zoo import ZOO
 
 DEMO_PHOTOS = Path(__file__).resolve().parents[1] / "data" / "demo_photos"
 MAX_IMAGES = 32
 MIN_CELL, PAD, LABEL_LINES = 128, 8, 2
 
 
-def load_method(folder: Path) -> tuple[Pretrainer, PretrainConfig]:
-    """A run folder (``checkpoint.pt`` + ``config.json``) or an export folder with ``pretrainer.safetensors`` ->
+def load_method(source: Path | str) -> tuple[Pretrainer, PretrainConfig]:
+    """A run folder (``checkpoint.pt`` + ``config.json``) or an export with ``pretrainer.safetensors`` (a folder, or
+    a backbone spec naming one: ``hf-hub:ORG/NAME[@REV]`` in the local cache, ``local-dir:PATH``, a zoo name) ->
     the whole pretraining model (decoder included) on the CPU in eval mode, and its config."""
-    folder = Path(folder)
+    spec = str(source)
+    folder = locate_backbone(spec).weights.parent if spec.startswith((HF_PREFIX, LOCAL_PREFIX)) or spec in ZOO \
+        else Path(source)
     if (folder / CHECKPOINT).is_file():
         model, cfg, _ = load_run(folder)
     elif (folder / PRETRAINER).is_file():
