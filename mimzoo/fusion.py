@@ -44,7 +44,7 @@ def parse_layers(text: str) -> list[int]:
 def encoder_depth(arch: Arch) -> int:
     """The number of blocks of ``arch``'s ViT, read from a build on the meta device (no memory, no weights)."""
     with torch.device("meta"):
-        return len(timm.create_model(arch.timm_name, pretrained=False, **arch.model_args).blocks)
+        return len(timm.create_model(arch.timm_name, pretrained=False, weight_init="skip", **arch.model_args).blocks)
 
 
 def resolve_layers(layers: Sequence[int] | None, depth: int) -> list[int]:
