@@ -19,7 +19,7 @@ from mimzoo.targets import norm_pix, patchify
 from mimzoo.viz import visualize
 from mimzoo.viz.grid import DEMO_PHOTOS
 
-BATCH = 8  # the pack's size: one optimizer step per run
+BATCH = 4  # the pack's size: one optimizer step per run
 
 
 @pytest.fixture(scope="module")
