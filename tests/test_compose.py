@@ -11,7 +11,10 @@ from test_pretrain_cli import error_line
 from conftest import TINY_ARCH, tiny_pretrain_args
 from mimzoo.archs import get_arch
 from mimzoo.data.sources import BUILTIN_SAMPLE
+from mimzoo.engine.checkpoint import save_checkpoint
 from mimzoo.engine.config import PretrainConfig
+from mimzoo.engine.pretrain import resolve_run_config
+from mimzoo.errors import MimzooError
 from mimzoo.hub.resolve import load_backbone
 from mimzoo.masking import random_token_mask
 from mimzoo.methods import get_method, resolve_defaults
@@ -116,7 +119,8 @@ def test_a_degraded_input_keeps_the_clean_target():
     (["--method", "localmim", "--fusion"], "--method localmim does not take --fusion (or --mff-layers)"),
     (["--method", "pixmim", "--degradation", "zoom-out"],
      "--method pixmim does not take --degradation zoom-out: it changes the view's geometry"),
-    (["--mask-unit", "3"], "--mask-unit 3 does not tile the 8x8 patch grid of vit_tiny_patch4_32; use one of 1, 2, 4, 8"),
+    (["--mask-unit", "3"],
+     "--mask-unit 3 does not tile the 8x8 patch grid of vit_tiny_patch4_32; use one of 1, 2, 4, 8"),
     (["--mask-unit", "0"], "--mask-unit 0 does not tile"),
     (["--mask-unit", "8"], "--mask-unit 8 leaves 1 mask unit(s) on the 8x8 patch grid, none visible at --mask-ratio "
                            "0.75"),
@@ -124,3 +128,18 @@ def test_a_degraded_input_keeps_the_clean_target():
 def test_combinations_that_cannot_exist_say_why_in_one_line(cli, one_batch_pack, tmp_path, args, message):
     assert message in error_line(cli(*tiny_pretrain_args(one_batch_pack, tmp_path / "r", *args)))
     assert not (tmp_path / "r").exists()
+
+
+def test_a_resume_keeps_the_parts_and_an_older_config_reads_as_what_it_ran(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    ran = resolve_defaults(PretrainConfig(method="pixmim", arch=TINY_ARCH, out=str(out), mask_unit=2, fusion=True))
+    save_checkpoint(out / "checkpoint.pt", {"config": ran.to_dict()})
+    for key, value in [("mask_unit", 1), ("fusion", False), ("degradation", "blur")]:
+        with pytest.raises(MimzooError, match=f"pretrained with {key} "):
+            resolve_run_config(PretrainConfig(out=str(out), **{key: value}), resume=True, explicit={"out", key})
+    # config.json from before --fusion and --mask-unit: mff fused (and recorded its blocks), nothing else did
+    for method, fused in [("mff", True), ("mae", False)]:
+        old = resolve_defaults(PretrainConfig(method=method, arch=TINY_ARCH)).to_dict()
+        del old["fusion"], old["mask_unit"]
+        assert (PretrainConfig.from_dict(old).fusion, PretrainConfig.from_dict(old).mask_unit) == (fused, 1)

@@ -10,8 +10,8 @@ from torch import nn
 from conftest import TINY_ARCH, run_python, tiny_pretrain_args
 from mimzoo.archs import get_arch
 from mimzoo.engine.config import PretrainConfig
-from mimzoo.methods import get_method, resolve_defaults
 from mimzoo.fusion import default_layers
+from mimzoo.methods import get_method, resolve_defaults
 from mimzoo.methods.mae import MAE
 from mimzoo.models.encoder import encode_visible
 from mimzoo.targets import lowpass_filter, lowpass_radius, norm_pix, patchify

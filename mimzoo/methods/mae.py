@@ -77,10 +77,11 @@ class MAE(Pretrainer):
         return self.fusion.encode(self.encoder, images, idx_keep)
 
     def forward(self, views: torch.Tensor) -> MethodOutput:
-        degraded = self.degrade(views)
+        with torch.autocast(views.device.type, enabled=False):  # pixels stay fp32
+            degraded = self.degrade(views)
+            target = self.target(degraded.clean)  # (B, N, p*p*3)
         mask = self.draw_mask(views.shape[0], views.device)
         pred = self.decoder(self.encode(degraded.images, mask.idx_keep), mask.idx_restore)  # (B, N, p*p*3)
-        target = self.target(degraded.clean)
         loss, logs = self.loss(pred, target, mask, degraded)
         if self.fusion is not None:
             logs["fusion_weights"] = self.fusion.weights().detach()  # one value per level, for plotting
