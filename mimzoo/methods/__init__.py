@@ -46,9 +46,9 @@ SAME_GEOMETRY = tuple(name for name in DEGRADATIONS if name not in GEOMETRIC)
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """A named method as a preset of parts. build: (arch, config with defaults resolved) -> model; host: the model
-    the parts plug into, as the card names it; crop / target: the default data view (``--crop``) and
-    reconstruction target (``--target``); paper: arXiv id recorded in exports and cards; fusion: whether MFF's
+    """A named method as a preset of parts. build: (arch, config with defaults resolved) -> model; crop / target:
+    the default data view (``--crop``) and reconstruction target (``--target``); paper: arXiv id recorded in exports
+    and cards; host: the model the parts plug into, as the card names it; fusion: whether MFF's
     fusion feeds the decoder by default (``--fusion``; None: the method has no single decoder to feed);
     degradation: the default ``--degradation`` (None: none); degradations: those it takes; targets: the
     ``--target`` values it accepts; resolve: fills method options whose default depends on the arch or target into
@@ -58,9 +58,9 @@ class MethodSpec:
     as sentences for the model card (besides ``COMMON_DEVIATIONS``)."""
 
     build: Callable[[Arch, PretrainConfig], Pretrainer]
-    host: str
     crop: str
     paper: str
+    host: str = "MAE"
     target: str = "pixel"
     fusion: bool | None = False
     degradation: str | None = None
@@ -120,12 +120,12 @@ MISALIGN_DEVIATIONS = (
 # The named methods are presets of parts; every part composes with the others (--target, --crop, --fusion,
 # --mask-unit, --degradation) unless its spec says it cannot.
 METHODS: dict[str, MethodSpec] = {
-    "mae": MethodSpec(partial(_pixel_method, MAE), host="MAE", crop="rrc", paper="arXiv:2111.06377"),
+    "mae": MethodSpec(partial(_pixel_method, MAE), crop="rrc", paper="arXiv:2111.06377"),
     # PixMIM = MAE + low-pass target + simple resized crop
-    "pixmim": MethodSpec(partial(_pixel_method, MAE), host="MAE", crop="src", paper="arXiv:2303.02416",
+    "pixmim": MethodSpec(partial(_pixel_method, MAE), crop="src", paper="arXiv:2303.02416",
                          target="lowpass", no_weight_decay=TOKENS_AND_POSITIONS, deviations=(WARMUP_FROM_ZERO,)),
     # MFF = MAE + fusion of several encoder levels for the decoder + PixMIM's crop (not its target)
-    "mff": MethodSpec(partial(_pixel_method, MAE), host="MAE", crop="src", paper="arXiv:2308.00261", fusion=True,
+    "mff": MethodSpec(partial(_pixel_method, MAE), crop="src", paper="arXiv:2308.00261", fusion=True,
                       no_weight_decay=TOKENS_AND_POSITIONS, deviations=(WARMUP_FROM_ZERO,)),
     # Beyond Masking = MAE + an input degradation (zoom-in, a ~9/7 larger view, is the paper's best) + its decoder
     # and loss, which also take the degradations that change the view's geometry
@@ -193,14 +193,14 @@ def _resolve_fusion(cfg: PretrainConfig, spec: MethodSpec) -> None:
 
 
 def _check_mask_unit(cfg: PretrainConfig) -> None:
-    """A mask unit tiles the patch grid and leaves at least one unit visible."""
+    """A mask unit tiles the patch grid and leaves at least one unit visible (the ratio's range is validate's)."""
     grid, unit = get_arch(cfg.arch).grid_size, cfg.mask_unit
     fits = [k for k in range(1, grid + 1) if grid % k == 0]
     if unit not in fits:
         raise MimzooError(f"--mask-unit {unit} does not tile the {grid}x{grid} patch grid of {cfg.arch}; use one of "
                           f"{', '.join(map(str, fits))}")
     units = (grid // unit) ** 2
-    if int(units * (1 - cfg.mask_ratio)) == 0:
+    if unit > 1 and cfg.mask_ratio < 1 and int(units * (1 - cfg.mask_ratio)) == 0:
         raise MimzooError(f"--mask-unit {unit} leaves {units} mask unit(s) on the {grid}x{grid} patch grid, none "
                           f"visible at --mask-ratio {cfg.mask_ratio:g}; use a smaller --mask-unit or --mask-ratio")
 

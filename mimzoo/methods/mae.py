@@ -4,8 +4,8 @@ MAE is also the host the other pixel methods are made of (their presets are in m
 makes PixMIM's low-pass target, ``fusion`` MFF's decoder input, and every method's parts compose with it, the mask
 unit (LSMAE) and the degradation of the encoder's input (Beyond Masking, whose own decoder and loss subclass this).
 
-Read top to bottom (methods.md section 1): degrade (usually nothing) -> mask -> encode visible (through the fusion,
-if any) -> decode all -> loss on masked patches against the clean image.
+Read top to bottom (methods.md section 1): degrade (usually nothing) -> target -> mask -> encode visible (through the
+fusion, if any) -> decode all -> loss on masked patches against the clean image.
 """
 
 from __future__ import annotations

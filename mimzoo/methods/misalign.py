@@ -1,7 +1,8 @@
 """Beyond Masking (Tian et al., 2022): MAE's masking composed with a second input degradation.
 
-Read top to bottom (methods.md section 5): degrade the clean view -> mask -> encode visible -> decode all ->
-loss against the clean image. The default degradation, zoom-in ("misalign", the paper's best), uses a view of
+``Misalign`` is MAE (whose forward runs: degrade the clean view -> mask -> encode visible -> decode all -> loss
+against the clean image) with its own parts swapped in: the decoder's shape, the per-channel target and the loss
+(methods.md section 5). The default degradation, zoom-in ("misalign", the paper's best), uses a view of
 about (9/7) x S; the encoder sees its central S x S window and the decoder predicts the whole view resized to S,
 so input and output tokens are misaligned by the zoom. Its loss is 0.8 x the masked loss on the window + 0.2 x
 the loss on the border ring. Zoom-out places a (160/224) x S view on an S x S canvas; the decoder predicts the
