@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from functools import partial
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +27,8 @@ from mimzoo.data.loader import IMAGENET_MEAN, IMAGENET_STD
 from mimzoo.errors import MimzooError
 
 ZOOM_IN, ZOOM_OUT = "zoom-in", "zoom-out"
+# they change the view's geometry: the decoder predicts more than the encoder sees, which only misalign's loss takes
+GEOMETRIC = (ZOOM_IN, ZOOM_OUT)
 ZOOM_OUT_SCALE = 160 / 224
 FISHEYE_STRENGTH = (0.15, 0.25)
 SATURATION_FACTOR = 0.3
@@ -147,6 +150,34 @@ def check_degradation(name: str) -> str:
     return name
 
 
-def make_degradation(name: str, arch: Arch) -> Callable[..., torch.Tensor]:
-    """The degradation ``name`` for ``arch``: clean views (B, 3, V, V) -> encoder input (B, 3, S, S)."""
-    return DEGRADATIONS[check_degradation(name)](arch)
+class Degraded(NamedTuple):
+    """images: the encoder's input (B, 3, S, S); clean: the clean image the decoder predicts (B, 3, S, S);
+    offsets: zoom-out's (left, top) canvas offsets (B, 2, 1), None for the other degradations."""
+
+    images: torch.Tensor
+    clean: torch.Tensor
+    offsets: torch.Tensor | None = None
+
+
+class Degradation:
+    """The degradation ``name`` bound to ``arch``, the part every method takes with ``--degradation``.
+
+    ``apply``: clean views (B, 3, V, V) -> encoder input (B, 3, S, S); calling it gives both (:class:`Degraded`).
+    """
+
+    def __init__(self, name: str, arch: Arch) -> None:
+        self.name, self.size = check_degradation(name), arch.img_size
+        self.apply = DEGRADATIONS[name](arch)
+        self.view_size = view_size_for(name, arch.img_size)
+
+    def __call__(self, views: torch.Tensor) -> Degraded:
+        """Clean views (B, 3, V, V) -> the encoder's input and the clean image at S (the view resized)."""
+        if views.shape[-1] != self.view_size:
+            raise MimzooError(f"{self.name} takes {self.view_size}-px views, not {views.shape[-1]} px; make the data "
+                              "view with view_size_for()")
+        clean = resize(views, self.size)  # an exact copy when V = S
+        if self.name != ZOOM_OUT:
+            return Degraded(self.apply(views), clean)
+        # the loss places prediction and target where the input went: the offsets are drawn here and kept
+        offsets = canvas_offsets(views.shape[0], self.view_size, self.size, views.device)
+        return Degraded(self.apply(views, offsets=offsets), clean, offsets)

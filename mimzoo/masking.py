@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -20,8 +21,15 @@ class TokenMask(NamedTuple):
     mask: torch.Tensor
 
 
-def random_token_mask(batch_size: int, num_tokens: int, mask_ratio: float, device: torch.device) -> TokenMask:
-    """MAE's per-sample masking: argsort uniform noise, keep the first int(N * (1 - ratio)) tokens."""
+def random_token_mask(batch_size: int, num_tokens: int, mask_ratio: float, device: torch.device,
+                      unit: int = 1) -> TokenMask:
+    """MAE's per-sample masking: argsort uniform noise, keep the first int(N * (1 - ratio)) tokens.
+
+    unit > 1 masks unit x unit blocks of patches on the square patch grid (LSMAE's mask unit decoupled from the
+    patch): the noise and the ratio are over the blocks, and every patch of a block shares its bit.
+    """
+    if unit > 1:
+        return _unit_mask(batch_size, math.isqrt(num_tokens), unit, mask_ratio, device)
     num_keep = int(num_tokens * (1 - mask_ratio))
     noise = torch.rand(batch_size, num_tokens, device=device)
     idx_shuffle = torch.argsort(noise, dim=1)
@@ -30,6 +38,22 @@ def random_token_mask(batch_size: int, num_tokens: int, mask_ratio: float, devic
     mask[:, :num_keep] = 0
     mask = torch.gather(mask, 1, idx_restore)
     return TokenMask(idx_shuffle[:, :num_keep], idx_restore, mask)
+
+
+def _unit_mask(batch_size: int, grid: int, unit: int, mask_ratio: float, device: torch.device) -> TokenMask:
+    """A block mask as a token mask: the blocks' MAE mask, each patch ranked by its block's rank then by its place
+    in the block, so the visible blocks' patches come first in ``idx_keep``."""
+    blocks = grid // unit
+    by_block = random_token_mask(batch_size, blocks * blocks, mask_ratio, device)
+    rank = by_block.idx_restore  # (B, blocks^2): each block's place in the shuffled order
+    # patch (r, c) lies in block (r // unit, c // unit) at place (r % unit) * unit + c % unit
+    line = torch.arange(grid, device=device)
+    block_of = ((line // unit)[:, None] * blocks + (line // unit)[None, :]).flatten()  # (N,)
+    place = ((line % unit)[:, None] * unit + (line % unit)[None, :]).flatten()
+    key = rank[:, block_of] * unit * unit + place  # (B, N), all distinct
+    idx_shuffle = torch.argsort(key, dim=1)
+    num_keep = by_block.idx_keep.shape[1] * unit * unit
+    return TokenMask(idx_shuffle[:, :num_keep], torch.argsort(idx_shuffle, dim=1), by_block.mask[:, block_of])
 
 
 def gather_tokens(tokens: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:

@@ -10,8 +10,9 @@ from torch import nn
 from conftest import TINY_ARCH, run_python, tiny_pretrain_args
 from mimzoo.archs import get_arch
 from mimzoo.engine.config import PretrainConfig
+from mimzoo.fusion import default_layers
 from mimzoo.methods import get_method, resolve_defaults
-from mimzoo.methods.mff import MFF, default_layers
+from mimzoo.methods.mae import MAE
 from mimzoo.models.encoder import encode_visible
 from mimzoo.targets import lowpass_filter, lowpass_radius, norm_pix, patchify
 
@@ -19,9 +20,9 @@ LAYERS = [0, 2, 4, 6, 8, 11]
 
 
 @pytest.fixture()
-def mff() -> MFF:
+def mff() -> MAE:
     torch.manual_seed(0)
-    return MFF(get_arch(TINY_ARCH))
+    return get_method("mff").build(get_arch(TINY_ARCH), resolve_defaults(PretrainConfig(method="mff", arch=TINY_ARCH)))
 
 
 @pytest.mark.parametrize("depth,expected", [(12, LAYERS), (24, [0, 4, 8, 12, 16, 23]), (4, [0, 1, 2, 3]), (1, [0])])
@@ -35,7 +36,7 @@ def test_the_config_records_the_arch_default_layers():
 
 
 def test_fusion_weights_start_uniform_sum_to_one_and_are_logged(mff):
-    assert mff.layers == LAYERS and len(mff.fusion.projections) == 5
+    assert mff.fusion.layers == LAYERS and len(mff.fusion.projections) == 5
     assert torch.allclose(mff.fusion.weights(), torch.full((6,), 1 / 6))
     with torch.no_grad():
         mff.fusion.logits.normal_()
@@ -53,7 +54,7 @@ def test_decoder_reads_the_final_norm_of_the_average_of_raw_levels(mff):
     expected = mff.encoder.norm(torch.stack(raw).mean(dim=0))
     assert torch.allclose(mff.encode(images, keep), expected, atol=1e-5)
     # one level, the last block: MFF's decoder input is MAE's
-    alone = MFF(get_arch(TINY_ARCH), layers=[11])
+    alone = MAE(get_arch(TINY_ARCH), fusion=[11])
     alone.encoder.load_state_dict(mff.encoder.state_dict())
     assert torch.allclose(alone.encode(images, keep), encode_visible(mff.encoder, images, keep).tokens, atol=1e-6)
 
@@ -77,7 +78,7 @@ def test_mff_with_the_lowpass_target_reconstructs_the_lowpassed_image():
     model = get_method("mff").build(get_arch(TINY_ARCH), cfg)
     images = torch.randn(2, 3, 32, 32)
     expected = norm_pix(patchify(lowpass_filter(images, lowpass_radius(32)), 4))
-    assert isinstance(model, MFF) and torch.allclose(model(images).target, expected, atol=1e-5)
+    assert model.fusion is not None and torch.allclose(model(images).target, expected, atol=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +121,9 @@ def test_resume_with_other_layers_is_refused(mff_run, cli):
     (["--mff-layers", "0,4,4,11"], "list each block once, in increasing order"),
     (["--mff-layers", "0,4"], "end with the last block, 11"),
     (["--mff-layers", "0;11"], "comma-separated block indices like 0,2,4,6,8,11, not '0;11'"),
-    (["--method", "mae", "--mff-layers", "0,11"], "--mff-layers applies to --method mff only"),
+    (["--method", "localmim", "--mff-layers", "0,11"], "--method localmim does not take --fusion (or --mff-layers): "
+                                                       "its decoders each read their own encoder block"),
+    (["--no-fusion", "--mff-layers", "0,11"], "--mff-layers picks the blocks --fusion fuses; drop --no-fusion"),
 ])
 def test_bad_mff_layers_one_clear_line(cli, npz_pack, tmp_path, args, message):
     args = ["--method", "mff", *args]  # a later --method overrides this one

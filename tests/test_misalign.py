@@ -64,7 +64,7 @@ def test_view_and_ring_scale_with_the_image_size():
 
 def test_encoder_window_is_the_centre_of_the_target_view():
     model = Misalign(ARCH)
-    images, clean, _ = model.degrade_and_target(smooth_view(42))
+    images, clean, _ = model.degrade(smooth_view(42))
     assert images.shape == clean.shape == (1, 3, 32, 32)
     # the target image covers the whole view: scaled back to 42 px, its centre is what the encoder sees
     back = resize(clean, 42)
@@ -75,7 +75,7 @@ def test_encoder_window_is_the_centre_of_the_target_view():
 
 def test_zoom_in_loss_compares_prediction_and_targets_in_one_frame():
     model = Misalign(ARCH, norm_pix_loss=False)  # raw pixels: a perfect prediction is the target image itself
-    images, clean, _ = model.degrade_and_target(smooth_view(42))
+    images, clean, _ = model.degrade(smooth_view(42))
     weights = torch.ones(1, ARCH.num_patches)
     perfect = model.target(clean)
     loss, logs = model.zoom_in_loss(perfect, perfect, images, weights)
@@ -93,7 +93,7 @@ def test_resizes_average_areas_as_the_reference_does():
     torch.manual_seed(0)
     model, views = Misalign(ARCH), torch.randn(2, 3, 42, 42)
     pred, weights = torch.randn(2, 64, 48), (torch.rand(2, 64) < 0.75).float()
-    images, clean, _ = model.degrade_and_target(views)
+    images, clean, _ = model.degrade(views)
     _, logs = model.zoom_in_loss(pred, model.target(clean), images, weights)
 
     def normalised(image):  # per patch and channel, on de-normalised pixels, std + 1e-6
@@ -141,7 +141,7 @@ def test_each_degradation_changes_the_input_and_not_the_target(photos, name):
     model = Misalign(ARCH, name)
     views = photos[model.view_size]
     before = views.clone()
-    images, clean, _ = model.degrade_and_target(views)
+    images, clean, _ = model.degrade(views)
     assert images.shape == clean.shape == (4, 3, 32, 32)
     assert torch.equal(views, before)  # the clean views are not modified in place
     assert torch.equal(clean, resize(views, 32)) and (name in ("zoom-in", "zoom-out") or torch.equal(clean, views))
@@ -261,7 +261,8 @@ def test_each_degradation_pretrains(cli, npz_pack, tmp_path, name, extra, ratio)
 
 @pytest.mark.parametrize("args,message", [
     (["--method", "misalign", "--degradation", "sharpen"], "unknown degradation 'sharpen'"),
-    (["--method", "mae", "--degradation", "blur"], "--degradation applies to --method misalign only"),
+    (["--method", "mae", "--degradation", "zoom-in"], "--method mae does not take --degradation zoom-in: it changes "
+                                                      "the view's geometry"),
 ])
 def test_bad_degradation_one_clear_line(cli, npz_pack, tmp_path, args, message):
     assert message in error_line(cli(*tiny_pretrain_args(npz_pack, tmp_path / "r", *args)))

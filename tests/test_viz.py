@@ -11,7 +11,7 @@ from mimzoo.archs import get_arch
 from mimzoo.engine.config import PretrainConfig
 from mimzoo.errors import MimzooError
 from mimzoo.hub.layout import CONFIG, WEIGHTS
-from mimzoo.methods import get_method, resolve_defaults
+from mimzoo.methods import get_method, resolve_defaults, view_size
 from mimzoo.methods.base import MASKED_GREY, pixel_mask, to_rgb
 from mimzoo.targets import (
     denorm_pix,
@@ -35,7 +35,7 @@ def build(method: str, arch: str = TINY_ARCH, **options):
     cfg = resolve_defaults(PretrainConfig(method=method, arch=arch, **options))
     spec, a = get_method(cfg.method), get_arch(arch)
     torch.manual_seed(0)
-    return spec.build(a, cfg), spec.view_size(a, cfg)
+    return spec.build(a, cfg), view_size(a, cfg)
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +111,7 @@ def test_misalign_shows_the_degraded_input_its_forward_encoded(photos):
     views = load_views(photos, 32)
     shown = reconstruct(model, views, seed=5)
     torch.manual_seed(5)
-    assert torch.allclose(shown.panels["degraded input"], to_rgb(model.degrade(views)))
+    assert torch.allclose(shown.panels["degraded input"], to_rgb(model.degrade(views).images))
     torch.manual_seed(5)
     visible = 1 - pixel_mask(model(views).mask, 4)  # the mask forward draws after that degradation
     assert torch.allclose(shown.masked * visible, shown.panels["degraded input"] * visible)
@@ -122,7 +122,7 @@ def test_zoom_out_shows_the_prediction_on_the_canvas_the_encoder_saw(photos):
     views = load_views(photos, size)
     shown = reconstruct(model, views, seed=5)
     torch.manual_seed(5)
-    assert torch.allclose(shown.original, to_rgb(model.degrade(views)))  # the canvas forward encoded
+    assert torch.allclose(shown.original, to_rgb(model.degrade(views).images))  # the canvas forward encoded
     assert shown.panels["target view"].shape[-1] == shown.reconstruction.shape[-1] == 32
 
 

@@ -69,10 +69,18 @@ def pretrain(
     hog_bias: Annotated[bool | None, typer.Option(
         "--hog-bias", help="localmim --target hog: a frozen random bias on the Sobel filters, as the reference's "
         "--hog_bias (its ViT-L recipe).")] = None,
+    fusion: Annotated[bool | None, typer.Option(
+        "--fusion/--no-fusion", help="MFF's fusion of several encoder levels feeding the decoder, for mae, pixmim, "
+        "mff (default on) and misalign.")] = None,
     mff_layers: Annotated[str | None, typer.Option(
-        help="MFF: 0-based blocks to fuse, ending with the last; default 0,2,4,6,8,11 for 12 blocks.")] = None,
+        help="--fusion's 0-based blocks, ending with the last (implies --fusion); default 0,2,4,6,8,11 for 12 "
+        "blocks.")] = None,
+    mask_unit: Annotated[int | None, typer.Option(
+        help="Mask K x K blocks of patches (LSMAE's mask unit; the ratio is over blocks); K divides the patch grid. "
+        "Default 1.")] = None,
     degradation: Annotated[str | None, typer.Option(
-        help="misalign: zoom-in (default), zoom-out, distort, blur or decolor.")] = None,
+        help="Degrade the encoder's input, reconstruct the clean image: distort, blur or decolor (every method); "
+        "zoom-in (misalign's default) or zoom-out (misalign only).")] = None,
     weight_decay: Annotated[float | None, typer.Option(help="AdamW weight decay.")] = None,
     clip_grad: Annotated[float | None, typer.Option(help="Clip the gradient norm to this value.")] = None,
     out: Annotated[Path | None, typer.Option(help="Run folder (config, metrics, checkpoint, export).")] = None,
@@ -94,8 +102,8 @@ def pretrain(
     """
     from mimzoo.engine.config import DEMO, PretrainConfig
     from mimzoo.engine.pretrain import pretrain as run_pretrain
+    from mimzoo.fusion import parse_layers
     from mimzoo.methods.localmim import parse_scales
-    from mimzoo.methods.mff import parse_layers
     from mimzoo_cli.progress import RichReporter
 
     given = {k: v for k, v in locals().items() if v is not None and k in PretrainConfig.__dataclass_fields__}

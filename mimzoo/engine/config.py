@@ -39,8 +39,13 @@ class PretrainConfig:
     localmim_scales: list[float] | None = None  # fine to coarse; None = those of 4,2,1,0.5 that fit arch/target
     hog_bins: int | None = None  # localmim --target hog: orientation bins; None = 9 (the paper's; ViT-L: 18)
     hog_bias: bool = False  # localmim --target hog: the reference's --hog_bias (a frozen random Sobel bias)
-    mff_layers: list[int] | None = None  # MFF's fused blocks (0-based); None = the arch's default, filled in
-    degradation: str | None = None  # misalign: zoom-in | zoom-out | distort | blur | decolor; None = zoom-in
+    # MFF's fusion of encoder levels feeding the decoder; None = the method's (mff: on), filled in
+    fusion: bool | None = None
+    mff_layers: list[int] | None = None  # the fused blocks (0-based), with fusion; None = the arch's default, filled in
+    mask_unit: int = 1  # mask K x K blocks of patches (LSMAE); 1 = per patch, as MAE
+    # what the encoder's input goes through (the clean image stays the target): distort | blur | decolor, and for
+    # misalign also zoom-in | zoom-out; None = the method's (misalign: zoom-in; the others: none)
+    degradation: str | None = None
     norm_pix_loss: bool = True
     init_from: str | None = None  # a backbone spec to start from (continued pretraining); a resume ignores it
     init_weights: dict[str, str] | None = None  # filled in: what init_from loaded (file, sha256, part)
@@ -57,7 +62,10 @@ class PretrainConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> PretrainConfig:
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        cfg = cls(**{k: v for k, v in values.items() if k in known})
+        if "fusion" not in values:  # a config from before --fusion: only mff fused, and it recorded its blocks
+            cfg.fusion = cfg.mff_layers is not None
+        return cfg
 
     def validate(self) -> None:
         check_settings([
@@ -68,10 +76,8 @@ class PretrainConfig:
             in_range("--mask-ratio", self.mask_ratio, 0, 1, high_open=True),
             (self.mask_ratio > 0 or self.method == "misalign",
              f"--mask-ratio 0 leaves {self.method} nothing to reconstruct; only misalign trains unmasked"),
-            (self.mff_layers is None or self.method == "mff", "--mff-layers applies to --method mff only"),
             (self.localmim_scales is None or self.method == "localmim",
              "--localmim-scales applies to --method localmim only"),
-            (self.degradation is None or self.method == "misalign", "--degradation applies to --method misalign only"),
             ((self.hog_bins is None and not self.hog_bias) or (self.method, self.target) == ("localmim", "hog"),
              "--hog-bins and --hog-bias apply to --method localmim with --target hog only"),
             (self.hog_bins is None or self.hog_bins >= 2,

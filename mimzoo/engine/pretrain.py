@@ -42,7 +42,7 @@ from mimzoo.engine.schedule import warmup_cosine
 from mimzoo.errors import Interrupted, MimzooError
 from mimzoo.hub.export import export_run
 from mimzoo.hub.layout import previous_export
-from mimzoo.methods import Pretrainer, get_method, resolve_defaults
+from mimzoo.methods import Pretrainer, get_method, resolve_defaults, view_size
 
 # the list every method used before config.json recorded one; a resumed older run keeps it (its optimizer state
 # was saved in these groups)
@@ -77,7 +77,8 @@ def plan_schedule(cfg: PretrainConfig, dataset_size: int, world_size: int) -> Sc
 
 
 # what the checkpoint's model and task are: a resume may extend or tune a run, not turn it into another one
-RUN_IDENTITY = ("arch", "method", "target", "degradation", "mff_layers", "localmim_scales", "hog_bins", "hog_bias")
+RUN_IDENTITY = ("arch", "method", "target", "degradation", "fusion", "mff_layers", "mask_unit", "localmim_scales",
+                "hog_bins", "hog_bias")
 
 
 def resolve_run_config(cfg: PretrainConfig, resume: bool, explicit: set[str]) -> PretrainConfig:
@@ -149,7 +150,7 @@ class _Trainer:
         self.run_dir = Path(cfg.out)
         spec = get_method(cfg.method)
         source = open_source(cfg.data)
-        self.dataset = ViewDataset(source, make_view(cfg.crop, spec.view_size(arch, cfg)), cfg.seed)
+        self.dataset = ViewDataset(source, make_view(cfg.crop, view_size(arch, cfg)), cfg.seed)
         self.skips = SkippedImages(source, reporter.message)
         self.sampler = ResumableSampler(self.dataset, ctx.world_size, ctx.rank, cfg.seed)
         self.loader = make_loader(self.dataset, self.sampler, cfg.batch_size, cfg.workers,

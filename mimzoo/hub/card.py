@@ -68,6 +68,7 @@ def render_card(config: dict[str, Any], record: dict[str, Any], weights: Path) -
         template_path=str(TEMPLATE),
         model_name=model_name,
         method=record["method"],
+        parts=" + ".join(record.get("parts", [])),
         paper=paper,
         paper_link=f"[{paper}](https://arxiv.org/abs/{number})" if paper else "no paper",
         dataset=record["dataset"],

@@ -30,7 +30,7 @@ from mimzoo.errors import MimzooError, one_line
 from mimzoo.hub.card import write_record
 from mimzoo.hub.layout import CONFIG, PRETRAINER, WEIGHTS, previous_export, read_json, read_record
 from mimzoo.hub.resolve import check_fits, read_safetensors
-from mimzoo.methods import Pretrainer, deviations, get_method
+from mimzoo.methods import Pretrainer, deviations, get_method, parts
 
 DEFAULT_LICENSE = "cc-by-nc-4.0"  # MAE's code and weights are CC-BY-NC 4.0, as are timm's MAE entries
 # settings of where and how a run ran, not of what it learned: kept out of exports (and off the Hub)
@@ -88,6 +88,7 @@ def export_run(run_dir: Path, out_dir: Path | None = None, dataset: str | None =
     record = {
         "mimzoo_version": mimzoo.__version__,
         "method": cfg.method,
+        "parts": parts(cfg),  # what the method's preset and the run's options composed
         "arch": cfg.arch,
         "paper": spec.paper,
         "dataset": dataset or dataset_name(cfg.data),

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING
 
 from mimzoo.archs import Arch, get_arch
-from mimzoo.degradations import MASK_RATIOS, check_degradation, view_size_for
+from mimzoo.degradations import DEGRADATIONS, GEOMETRIC, MASK_RATIOS, check_degradation, view_size_for
 from mimzoo.errors import MimzooError
+from mimzoo.fusion import encoder_depth, resolve_layers
 from mimzoo.methods.base import MethodOutput, Pretrainer, Reconstruction
 from mimzoo.methods.localmim import TARGETS as LOCALMIM_TARGETS
 from mimzoo.methods.localmim import LocalMIM, resolve_scales
 from mimzoo.methods.mae import MAE
-from mimzoo.methods.mff import MFF, encoder_depth, resolve_layers
 from mimzoo.methods.misalign import Misalign
 from mimzoo.targets import HOG_BINS, IMAGE_TARGETS, image_filter
 
@@ -39,28 +40,31 @@ WARMUP_FROM_ZERO = ("The warm-up starts from lr 0; OpenMMLab's LinearLR starts f
                     "800-epoch PixMIM config).")
 
 
-def _image_size(arch: Arch, cfg: PretrainConfig) -> int:
-    return arch.img_size
+# what every method but misalign may degrade its input with: what keeps the view's geometry
+SAME_GEOMETRY = tuple(name for name in DEGRADATIONS if name not in GEOMETRIC)
 
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """build: (arch, config with defaults resolved) -> model; crop / target: the method's default data view
-    (``--crop``) and reconstruction target (``--target``); paper: arXiv id recorded in exports and cards;
-    degradation: the default ``--degradation`` (None: the method takes none); view_size: (arch, resolved
-    config) -> side of the data view in px, when the model takes views larger than the encoder's input;
-    targets: the ``--target`` values it accepts; resolve: fills method options whose default depends on the arch
-    or target into the config (after crop and target; MAE's mask ratio 0.75 fills in after it); blr, min_lr and
-    no_weight_decay: the reference recipe's base lr, final lr and name patterns kept out of weight decay (besides
-    1-D parameters and biases, which never take it); deviations: what it trains differently from its reference
-    code on purpose, as sentences for the model card (besides ``COMMON_DEVIATIONS``)."""
+    """A named method as a preset of parts. build: (arch, config with defaults resolved) -> model; crop / target:
+    the default data view (``--crop``) and reconstruction target (``--target``); paper: arXiv id recorded in exports
+    and cards; host: the model the parts plug into, as the card names it; fusion: whether MFF's
+    fusion feeds the decoder by default (``--fusion``; None: the method has no single decoder to feed);
+    degradation: the default ``--degradation`` (None: none); degradations: those it takes; targets: the
+    ``--target`` values it accepts; resolve: fills method options whose default depends on the arch or target into
+    the config (after crop and target; MAE's mask ratio 0.75 fills in after it); blr, min_lr and no_weight_decay:
+    the reference recipe's base lr, final lr and name patterns kept out of weight decay (besides 1-D parameters
+    and biases, which never take it); deviations: what it trains differently from its reference code on purpose,
+    as sentences for the model card (besides ``COMMON_DEVIATIONS``)."""
 
     build: Callable[[Arch, PretrainConfig], Pretrainer]
     crop: str
     paper: str
+    host: str = "MAE"
     target: str = "pixel"
+    fusion: bool | None = False
     degradation: str | None = None
-    view_size: Callable[[Arch, PretrainConfig], int] = _image_size
+    degradations: tuple[str, ...] = SAME_GEOMETRY
     targets: tuple[str, ...] = IMAGE_TARGETS
     resolve: Callable[[PretrainConfig], None] | None = None
     blr: float = MAE_BLR
@@ -69,26 +73,17 @@ class MethodSpec:
     deviations: tuple[str, ...] = ()
 
 
-def _mae_options(arch: Arch, cfg: PretrainConfig) -> dict[str, Any]:
-    """MAE's options from the config; the MAE-based pixel methods (MAE, PixMIM, MFF) all take them."""
-    return dict(mask_ratio=cfg.mask_ratio, norm_pix_loss=cfg.norm_pix_loss,
-                image_filter=image_filter(cfg.target, arch.img_size, cfg.lowpass_radius))
+def view_size(arch: Arch, cfg: PretrainConfig) -> int:
+    """Side in px of the data view of the resolved ``cfg``: the encoder's input, or the larger (zoom-in) or smaller
+    (zoom-out) view its degradation takes."""
+    return view_size_for(cfg.degradation, arch.img_size)
 
 
-def _mae(arch: Arch, cfg: PretrainConfig) -> MAE:
-    return MAE(arch, **_mae_options(arch, cfg))
-
-
-def _mff(arch: Arch, cfg: PretrainConfig) -> MFF:
-    return MFF(arch, layers=cfg.mff_layers, **_mae_options(arch, cfg))
-
-
-def _mff_layers(cfg: PretrainConfig) -> None:
-    cfg.mff_layers = resolve_layers(cfg.mff_layers, encoder_depth(get_arch(cfg.arch)))
-
-
-def _misalign(arch: Arch, cfg: PretrainConfig) -> Misalign:
-    return Misalign(arch, cfg.degradation, **_mae_options(arch, cfg))
+def _pixel_method(cls: type[MAE], arch: Arch, cfg: PretrainConfig) -> MAE:
+    """MAE or a subclass with the config's parts: target filter, fusion, mask unit and degradation."""
+    return cls(arch, mask_ratio=cfg.mask_ratio, norm_pix_loss=cfg.norm_pix_loss,
+               image_filter=image_filter(cfg.target, arch.img_size, cfg.lowpass_radius),
+               fusion=cfg.mff_layers if cfg.fusion else None, mask_unit=cfg.mask_unit, degradation=cfg.degradation)
 
 
 def _degradation_mask_ratio(cfg: PretrainConfig) -> None:
@@ -99,7 +94,8 @@ def _degradation_mask_ratio(cfg: PretrainConfig) -> None:
 def _localmim(arch: Arch, cfg: PretrainConfig) -> LocalMIM:
     return LocalMIM(arch, cfg.localmim_scales, cfg.target, mask_ratio=cfg.mask_ratio,
                     norm_pix_loss=cfg.norm_pix_loss, lowpass_radius=cfg.lowpass_radius,
-                    hog_bins=HOG_BINS if cfg.hog_bins is None else cfg.hog_bins, hog_bias=cfg.hog_bias)
+                    hog_bins=HOG_BINS if cfg.hog_bins is None else cfg.hog_bins, hog_bias=cfg.hog_bias,
+                    mask_unit=cfg.mask_unit, degradation=cfg.degradation)
 
 
 def _localmim_options(cfg: PretrainConfig) -> None:
@@ -121,22 +117,26 @@ MISALIGN_DEVIATIONS = (
     "not run).",
 )
 
+# The named methods are presets of parts; every part composes with the others (--target, --crop, --fusion,
+# --mask-unit, --degradation) unless its spec says it cannot.
 METHODS: dict[str, MethodSpec] = {
-    "mae": MethodSpec(_mae, crop="rrc", paper="arXiv:2111.06377"),
-    # PixMIM = MAE + low-pass target + simple resized crop; --target / --crop ablate each part
-    "pixmim": MethodSpec(_mae, crop="src", paper="arXiv:2303.02416", target="lowpass",
-                         no_weight_decay=TOKENS_AND_POSITIONS, deviations=(WARMUP_FROM_ZERO,)),
-    # MFF = MAE whose decoder reads a fusion of several encoder levels; it uses PixMIM's crop, not its target
-    "mff": MethodSpec(_mff, crop="src", paper="arXiv:2308.00261", resolve=_mff_layers,
+    "mae": MethodSpec(partial(_pixel_method, MAE), crop="rrc", paper="arXiv:2111.06377"),
+    # PixMIM = MAE + low-pass target + simple resized crop
+    "pixmim": MethodSpec(partial(_pixel_method, MAE), crop="src", paper="arXiv:2303.02416",
+                         target="lowpass", no_weight_decay=TOKENS_AND_POSITIONS, deviations=(WARMUP_FROM_ZERO,)),
+    # MFF = MAE + fusion of several encoder levels for the decoder + PixMIM's crop (not its target)
+    "mff": MethodSpec(partial(_pixel_method, MAE), crop="src", paper="arXiv:2308.00261", fusion=True,
                       no_weight_decay=TOKENS_AND_POSITIONS, deviations=(WARMUP_FROM_ZERO,)),
-    # Beyond Masking = MAE's masking + an input degradation; zoom-in (a ~9/7 larger view) is the paper's best
-    "misalign": MethodSpec(_misalign, crop="rrc", paper="arXiv:2203.14313", degradation="zoom-in",
-                           view_size=lambda arch, cfg: view_size_for(cfg.degradation, arch.img_size),
-                           resolve=_degradation_mask_ratio, min_lr=1e-5, no_weight_decay=TOKENS_AND_POSITIONS,
-                           deviations=MISALIGN_DEVIATIONS),
+    # Beyond Masking = MAE + an input degradation (zoom-in, a ~9/7 larger view, is the paper's best) + its decoder
+    # and loss, which also take the degradations that change the view's geometry
+    "misalign": MethodSpec(partial(_pixel_method, Misalign), host="MAE with Beyond Masking's decoder and loss",
+                           crop="rrc", paper="arXiv:2203.14313", degradation="zoom-in",
+                           degradations=tuple(DEGRADATIONS), resolve=_degradation_mask_ratio, min_lr=1e-5,
+                           no_weight_decay=TOKENS_AND_POSITIONS, deviations=MISALIGN_DEVIATIONS),
     # LocalMIM = MAE's masking, with 4 encoder taps each decoded at its own scale (HOG or norm-pix regions)
-    "localmim": MethodSpec(_localmim, crop="rrc", paper="arXiv:2303.05251", target="hog",
-                           targets=LOCALMIM_TARGETS, resolve=_localmim_options, blr=2e-4, min_lr=1e-6,
+    "localmim": MethodSpec(_localmim, host="LocalMIM's multi-scale decoders", crop="rrc", paper="arXiv:2303.05251",
+                           target="hog", fusion=None, targets=LOCALMIM_TARGETS, resolve=_localmim_options,
+                           blr=2e-4, min_lr=1e-6,
                            deviations=("A HOG cell with no gradient at all (exactly flat) is 0; the reference's conv "
                                        "leaves rounding noise there, which its L2 normalisation scales to unit "
                                        "norm.",)),
@@ -164,11 +164,58 @@ def resolve_defaults(cfg: PretrainConfig) -> PretrainConfig:
         raise MimzooError(f"--method {cfg.method} does not take --target {cfg.target}; choose one of: "
                           f"{', '.join(spec.targets)}")
     cfg.degradation = cfg.degradation or spec.degradation
+    if cfg.degradation is not None and check_degradation(cfg.degradation) not in spec.degradations:
+        raise MimzooError(f"--method {cfg.method} does not take --degradation {cfg.degradation}: it changes the "
+                          "view's geometry (the decoder predicts more than the encoder sees), which only misalign's "
+                          f"decoder and loss take; use --method misalign, or one of {', '.join(spec.degradations)}")
+    _resolve_fusion(cfg, spec)
     if spec.resolve is not None:
         spec.resolve(cfg)
     if cfg.mask_ratio is None:
         cfg.mask_ratio = MAE_MASK_RATIO
+    _check_mask_unit(cfg)
     return cfg
+
+
+def _resolve_fusion(cfg: PretrainConfig, spec: MethodSpec) -> None:
+    """``cfg.fusion`` from the method's default (``--mff-layers`` alone asks for it) and the fused blocks."""
+    if cfg.fusion is None:
+        cfg.fusion = bool(spec.fusion) or cfg.mff_layers is not None
+    if not cfg.fusion:
+        if cfg.mff_layers is not None:
+            raise MimzooError("--mff-layers picks the blocks --fusion fuses; drop --no-fusion or --mff-layers")
+        return
+    if spec.fusion is None:
+        raise MimzooError(f"--method {cfg.method} does not take --fusion (or --mff-layers): its decoders each read "
+                          "their own encoder block, so there is no single decoder input to fuse levels into; use "
+                          "mae, pixmim, mff or misalign")
+    cfg.mff_layers = resolve_layers(cfg.mff_layers, encoder_depth(get_arch(cfg.arch)))
+
+
+def _check_mask_unit(cfg: PretrainConfig) -> None:
+    """A mask unit tiles the patch grid and leaves at least one unit visible (the ratio's range is validate's)."""
+    grid, unit = get_arch(cfg.arch).grid_size, cfg.mask_unit
+    fits = [k for k in range(1, grid + 1) if grid % k == 0]
+    if unit not in fits:
+        raise MimzooError(f"--mask-unit {unit} does not tile the {grid}x{grid} patch grid of {cfg.arch}; use one of "
+                          f"{', '.join(map(str, fits))}")
+    units = (grid // unit) ** 2
+    if unit > 1 and cfg.mask_ratio < 1 and int(units * (1 - cfg.mask_ratio)) == 0:
+        raise MimzooError(f"--mask-unit {unit} leaves {units} mask unit(s) on the {grid}x{grid} patch grid, none "
+                          f"visible at --mask-ratio {cfg.mask_ratio:g}; use a smaller --mask-unit or --mask-ratio")
+
+
+def parts(cfg: PretrainConfig) -> list[str]:
+    """What the resolved ``cfg`` trains, as the parts of its method (the card and figures list them)."""
+    spec = get_method(cfg.method)
+    described = [spec.host, f"{cfg.target} target", f"{cfg.crop} crop"]
+    if cfg.fusion:
+        described.append(f"fusion of blocks {','.join(map(str, cfg.mff_layers))}")
+    if cfg.mask_unit > 1:
+        described.append(f"mask units of {cfg.mask_unit}x{cfg.mask_unit} patches")
+    if cfg.degradation:
+        described.append(f"{cfg.degradation} input")
+    return described
 
 
 def deviations(method: str) -> list[str]:
@@ -177,4 +224,4 @@ def deviations(method: str) -> list[str]:
 
 
 __all__ = ["METHODS", "MethodOutput", "MethodSpec", "Pretrainer", "Reconstruction", "deviations", "get_method",
-           "resolve_defaults"]
+           "parts", "resolve_defaults", "view_size"]

@@ -11,6 +11,8 @@ from torch import nn
 
 from mimzoo.archs import Arch
 from mimzoo.data.loader import IMAGENET_MEAN, IMAGENET_STD
+from mimzoo.degradations import Degradation, Degraded
+from mimzoo.masking import TokenMask, random_token_mask
 from mimzoo.targets import ImageFilter, patchify, unpatchify
 
 MASKED_GREY = 0.5
@@ -51,11 +53,35 @@ class Reconstruction:
 
 
 class Pretrainer(nn.Module):
-    """A MIM method: ``encoder`` is a plain timm ViT (the exported backbone); everything else is pretraining-only."""
+    """A MIM method: ``encoder`` is a plain timm ViT (the exported backbone); everything else is pretraining-only.
+
+    The parts every method takes: ``mask_unit`` (``--mask-unit``: the side, in patches, of the square blocks the
+    mask is drawn on) and ``degradation`` (``--degradation``: what the encoder's input goes through, the clean
+    image staying the target; None: nothing).
+    """
 
     encoder: VisionTransformer
     arch: Arch
     mask_ratio: float
+    mask_unit: int = 1
+    degradation: Degradation | None = None
+
+    def draw_mask(self, batch_size: int, device: torch.device) -> TokenMask:
+        return random_token_mask(batch_size, self.arch.num_patches, self.mask_ratio, device, unit=self.mask_unit)
+
+    @torch.no_grad()
+    def degrade(self, views: torch.Tensor) -> Degraded:
+        """Clean views (B, 3, V, V) -> the encoder's input and the clean image (both the views without a
+        degradation). Its randomness is drawn before the mask, on fp32 pixels even under autocast."""
+        if self.degradation is None:
+            return Degraded(views, views)
+        with torch.autocast(views.device.type, enabled=False):
+            return self.degradation(views)
+
+    def replay_degrade(self, views: torch.Tensor) -> Degraded:
+        """:meth:`degrade` as the next ``forward`` will draw it (on a copy of the RNG state), for the figures."""
+        with torch.random.fork_rng(devices=[views.device] if views.is_cuda else []):
+            return self.degrade(views)
 
     def forward(self, images: torch.Tensor) -> MethodOutput:  # images: (B, 3, H, W), normalised
         raise NotImplementedError
@@ -118,3 +144,10 @@ def from_prediction(original: torch.Tensor, inputs: torch.Tensor, predicted: tor
         panels=panels,
         notes=[NORM_PIX_NOTE] if norm_pix else [],
     )
+
+
+def degraded_panel(degraded: Degraded, panels: Panels) -> Panels:
+    """``panels`` led by the encoder's degraded input when it differs from the clean image."""
+    if degraded.images is degraded.clean:
+        return panels
+    return {"degraded input": to_rgb(degraded.images), **panels}

@@ -20,12 +20,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from mimzoo.archs import Arch
+from mimzoo.degradations import Degradation
 from mimzoo.errors import MimzooError
-from mimzoo.masking import TokenMask, random_token_mask
+from mimzoo.masking import TokenMask
 from mimzoo.methods.base import (
     MethodOutput,
     Pretrainer,
     Reconstruction,
+    degraded_panel,
     from_prediction,
     hide_masked,
     pixel_target,
@@ -125,9 +127,12 @@ def scale_mask(mask: torch.Tensor, grid: int, scale: float) -> torch.Tensor:
 class LocalMIM(Pretrainer):
     def __init__(self, arch: Arch, scales: Sequence[float] | None = None, target: str = "hog",
                  mask_ratio: float = 0.75, norm_pix_loss: bool = True, lowpass_radius: float | None = None,
-                 hog_bins: int = HOG_BINS, hog_bias: bool = False) -> None:
+                 hog_bins: int = HOG_BINS, hog_bias: bool = False, mask_unit: int = 1,
+                 degradation: str | None = None) -> None:
         super().__init__()
         self.arch, self.mask_ratio, self.norm_pix_loss, self.hog_bins = arch, mask_ratio, norm_pix_loss, hog_bins
+        self.mask_unit = mask_unit
+        self.degradation = None if degradation is None else Degradation(degradation, arch)
         self.hog = target == "hog"
         self.image_filter = None if self.hog else image_filter(target, arch.img_size, lowpass_radius)
         self.scales = resolve_scales(arch, target, scales)
@@ -172,8 +177,9 @@ class LocalMIM(Pretrainer):
         return preds
 
     def forward(self, images: torch.Tensor) -> MethodOutput:
-        mask = random_token_mask(images.shape[0], self.arch.num_patches, self.mask_ratio, images.device)
-        preds, targets = self.predict(images, mask), self.targets(images)
+        degraded = self.degrade(images)
+        mask = self.draw_mask(images.shape[0], images.device)
+        preds, targets = self.predict(degraded.images, mask), self.targets(degraded.clean)
         masks = [scale_mask(mask.mask, self.arch.grid_size, s) for s in self.scales]
         losses = torch.stack([masked_mse(*args) for args in zip(preds, targets, masks, strict=True)])
         k = self.reported_scale
@@ -189,18 +195,21 @@ class LocalMIM(Pretrainer):
     def reconstruct(self, images: torch.Tensor) -> Reconstruction:
         """(B, 3, S, S) -> every scale's prediction as a panel: HOG as orientation pictures beside the target's, or
         pixel regions as images (the reported scale's also as the standard reconstruction)."""
-        mask = random_token_mask(images.shape[0], self.arch.num_patches, self.mask_ratio, images.device)
-        preds, p = self.predict(images, mask), self.arch.patch_size
+        degraded = self.degrade(images)  # then the mask, as forward draws them
+        mask = self.draw_mask(images.shape[0], images.device)
+        preds, p = self.predict(degraded.images, mask), self.arch.patch_size
         names = [f"x{s:g}" for s in self.scales]
         if self.hog:
             panels = {}
             for name, pred, target in zip(names, preds, self.targets(images), strict=True):
                 panels |= {f"{name} HOG predicted": hog_picture(pred, self.hog_bins),
                            f"{name} HOG target": hog_picture(target, self.hog_bins)}
-            return Reconstruction(to_rgb(images), hide_masked(images, mask.mask, p), None, None, panels, [HOG_NOTE])
+            return Reconstruction(to_rgb(images), hide_masked(degraded.images, mask.mask, p), None, None,
+                                  degraded_panel(degraded, panels), [HOG_NOTE])
         target_image, panels = pixel_target(images, self.image_filter)
         denormalise = denorm_pix if self.norm_pix_loss else None
         predicted = [predicted_image(x, target_image, r, denormalise) for x, r in zip(preds, self.regions, strict=True)]
         for name, region, image in zip(names, self.regions, predicted, strict=True):
             panels[f"{name} ({region} px regions)"] = to_rgb(image)
-        return from_prediction(images, images, predicted[self.reported_scale], mask.mask, p, panels, self.norm_pix_loss)
+        return from_prediction(images, degraded.images, predicted[self.reported_scale], mask.mask, p,
+                               degraded_panel(degraded, panels), self.norm_pix_loss)

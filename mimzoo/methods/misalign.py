@@ -1,7 +1,8 @@
 """Beyond Masking (Tian et al., 2022): MAE's masking composed with a second input degradation.
 
-Read top to bottom (methods.md section 5): degrade the clean view -> mask -> encode visible -> decode all ->
-loss against the clean image. The default degradation, zoom-in ("misalign", the paper's best), uses a view of
+``Misalign`` is MAE (whose forward runs: degrade the clean view -> mask -> encode visible -> decode all -> loss
+against the clean image) with its own parts swapped in: the decoder's shape, the per-channel target and the loss
+(methods.md section 5). The default degradation, zoom-in ("misalign", the paper's best), uses a view of
 about (9/7) x S; the encoder sees its central S x S window and the decoder predicts the whole view resized to S,
 so input and output tokens are misaligned by the zoom. Its loss is 0.8 x the masked loss on the window + 0.2 x
 the loss on the border ring. Zoom-out places a (160/224) x S view on an S x S canvas; the decoder predicts the
@@ -12,36 +13,18 @@ degradations keep the S view and use MAE's masked loss.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from mimzoo.archs import Arch
 from mimzoo.data.loader import imagenet_stats
-from mimzoo.degradations import (
-    ZOOM_IN,
-    ZOOM_OUT,
-    canvas_offsets,
-    centre_crop,
-    make_degradation,
-    resize,
-    view_size_for,
-)
-from mimzoo.errors import MimzooError
-from mimzoo.masking import random_token_mask
-from mimzoo.methods.base import (
-    MethodOutput,
-    Pretrainer,
-    Reconstruction,
-    from_prediction,
-    pixel_target,
-    predicted_image,
-    to_rgb,
-)
-from mimzoo.models.decoder import MaskedDecoder
-from mimzoo.models.encoder import create_encoder, encode_visible
-from mimzoo.targets import ImageFilter, denorm_pix_per_channel, masked_mse, norm_pix_per_channel, patchify, unpatchify
+from mimzoo.degradations import ZOOM_IN, Degraded, centre_crop, resize
+from mimzoo.masking import TokenMask
+from mimzoo.methods.base import Reconstruction, from_prediction, pixel_target, predicted_image, to_rgb
+from mimzoo.methods.mae import MAE
+from mimzoo.targets import denorm_pix_per_channel, masked_mse, norm_pix_per_channel, patchify, unpatchify
 
 CENTRE_WEIGHT, RING_WEIGHT = 0.8, 0.2
 BOX_COLOUR = (1.0, 0.2, 0.2)
@@ -51,38 +34,23 @@ ZOOM_OUT_NOTE = ("zoom-out: the encoder sees the view shrunk onto a mirrored can
                  "view; the reconstruction is that prediction shrunk back onto the canvas, where the loss is taken")
 
 
-class Degraded(NamedTuple):
-    """images: the encoder's input (B, 3, S, S); clean: the clean image the decoder predicts (B, 3, S, S);
-    offsets: zoom-out's (left, top) canvas offsets (B, 2, 1), None for the other degradations."""
+class Misalign(MAE):
+    """MAE with a degradation (zoom-in by default), Beyond Masking's decoder, per-channel norm-pix target and loss.
 
-    images: torch.Tensor
-    clean: torch.Tensor
-    offsets: torch.Tensor | None = None
+    ``mae_options``: MAE's other parts (mask ratio, norm-pix, image filter, fusion, mask unit)."""
 
+    denormalise = staticmethod(denorm_pix_per_channel)
 
-class Misalign(Pretrainer):
-    def __init__(self, arch: Arch, degradation: str = ZOOM_IN, mask_ratio: float = 0.75,
-                 norm_pix_loss: bool = True, image_filter: ImageFilter | None = None) -> None:
-        super().__init__()
-        self.arch, self.degradation, self.mask_ratio, self.norm_pix_loss = arch, degradation, mask_ratio, norm_pix_loss
-        self.image_filter = image_filter  # e.g. PixMIM's low-pass, applied to the clean image
-        self.degrade = make_degradation(degradation, arch)
-        self.view_size = view_size_for(degradation, arch.img_size)
+    def __init__(self, arch: Arch, degradation: str = ZOOM_IN, **mae_options: Any) -> None:
+        super().__init__(arch, degradation=degradation, **mae_options)
+        self.view_size = self.degradation.view_size
         self.ring = (self.view_size - arch.img_size) // 2 if degradation == ZOOM_IN else 0  # zoom-in's border
-        self.encoder = create_encoder(arch)
-        # The paper's decoders are 384 wide x 4 blocks x 6 heads (ViT-B) and 512 x 4 x 8 (ViT-L): half the
-        # encoder's width and heads, which scales to the small archs.
+
+    def decoder_options(self) -> dict[str, Any]:
+        """The paper's decoders are 384 wide x 4 blocks x 6 heads (ViT-B) and 512 x 4 x 8 (ViT-L): half the
+        encoder's width and heads, which scales to the small archs; its embedding has no bias."""
         heads = self.encoder.blocks[0].attn.num_heads
-        self.decoder = MaskedDecoder(
-            in_dim=self.encoder.embed_dim,
-            num_patches=arch.num_patches,
-            out_dim=arch.patch_size**2 * 3,
-            dim=self.encoder.embed_dim // 2,
-            depth=4,
-            num_heads=math.ceil(heads / 2),
-            num_prefix_tokens=self.encoder.num_prefix_tokens,
-            embed_bias=False,
-        )
+        return dict(dim=self.encoder.embed_dim // 2, depth=4, num_heads=math.ceil(heads / 2), embed_bias=False)
 
     @torch.no_grad()
     def target(self, images: torch.Tensor) -> torch.Tensor:
@@ -95,33 +63,16 @@ class Misalign(Pretrainer):
         mean, std = imagenet_stats(images.device)
         return norm_pix_per_channel(patchify(images * std + mean, self.arch.patch_size))
 
-    def degrade_and_target(self, views: torch.Tensor) -> Degraded:
-        """Clean views (B, 3, V, V) -> the encoder's input and the clean image the decoder predicts (see Degraded)."""
-        if views.shape[-1] != self.view_size:
-            raise MimzooError(f"misalign with {self.degradation} takes {self.view_size}-px views, not "
-                              f"{views.shape[-1]} px; make the data view with view_size_for()")
-        clean = resize(views, self.arch.img_size)
-        if self.degradation != ZOOM_OUT:
-            return Degraded(self.degrade(views), clean)
-        # the loss places prediction and target where the input went: the offsets are drawn here and kept
-        offsets = canvas_offsets(views.shape[0], self.view_size, self.arch.img_size, views.device)
-        return Degraded(self.degrade(views, offsets=offsets), clean, offsets)
-
-    def forward(self, views: torch.Tensor) -> MethodOutput:
-        with torch.no_grad(), torch.autocast(views.device.type, enabled=False):  # pixels stay fp32
-            degraded = self.degrade_and_target(views)
-            target = self.target(degraded.clean)  # (B, N, p*p*3)
-        mask = random_token_mask(views.shape[0], self.arch.num_patches, self.mask_ratio, views.device)
-        encoded = encode_visible(self.encoder, degraded.images, mask.idx_keep)
-        pred = self.decoder(encoded.tokens, mask.idx_restore)  # (B, N, p*p*3), the clean image's patches
+    def loss(self, pred: torch.Tensor, target: torch.Tensor, mask: TokenMask,
+             degraded: Degraded) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """zoom-in's centre + ring loss, zoom-out's loss on the canvas, or the masked MSE for the others."""
         # With nothing masked (ratio 0: degradation alone) every token is a prediction target.
         weights = mask.mask if self.mask_ratio > 0 else torch.ones_like(mask.mask)
         if self.ring:
-            loss, logs = self.zoom_in_loss(pred, target, degraded.images, weights)
-            return MethodOutput(loss, pred, target, mask.mask, logs)
+            return self.zoom_in_loss(pred, target, degraded.images, weights)
         if degraded.offsets is not None:
-            return MethodOutput(self.zoom_out_loss(pred, target, degraded.offsets, weights), pred, target, mask.mask)
-        return MethodOutput(masked_mse(pred, target, weights), pred, target, mask.mask)
+            return self.zoom_out_loss(pred, target, degraded.offsets, weights), {}
+        return masked_mse(pred, target, weights), {}
 
     def zoom_out_loss(self, pred: torch.Tensor, target: torch.Tensor, offsets: torch.Tensor,
                       weights: torch.Tensor) -> torch.Tensor:
@@ -134,7 +85,7 @@ class Misalign(Pretrainer):
         """Patches (B, N, p*p*3) of an S x S image -> the patches of the zoom-out canvas showing it shrunk at
         ``offsets``."""
         p = self.arch.patch_size
-        return patchify(self.degrade(resize(unpatchify(tokens, p), self.view_size), offsets=offsets), p)
+        return patchify(self.degradation.apply(resize(unpatchify(tokens, p), self.view_size), offsets=offsets), p)
 
     def zoom_in_loss(self, pred: torch.Tensor, target: torch.Tensor, window: torch.Tensor,
                      weights: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -152,12 +103,11 @@ class Misalign(Pretrainer):
 
     @torch.no_grad()
     def reconstruct(self, views: torch.Tensor) -> Reconstruction:
-        """Clean views (B, 3, V, V) -> the standard panels on the encoder's patch grid, plus the degraded input, or
-        for zoom-in and zoom-out the target view and the predicted view (zoom-in: with the encoder's window boxed)."""
-        # forward draws the degradation's randomness (offsets, fisheye centres) before the mask: replaying it on a
-        # copy of the RNG state gives the very input forward encodes
-        with torch.random.fork_rng(devices=[views.device] if views.is_cuda else []):
-            images, clean, offsets = self.degrade_and_target(views)
+        """Clean views (B, 3, V, V) -> MAE's panels, or for zoom-in and zoom-out the panels on the encoder's patch
+        grid plus the target view and the predicted view (zoom-in: with the encoder's window boxed)."""
+        if not (self.ring or self.degradation.name == "zoom-out"):
+            return super().reconstruct(views)
+        images, clean, offsets = self.replay_degrade(views)
         out = self(views)
         p, s, v = self.arch.patch_size, self.arch.img_size, self.view_size
         target_image, panels = pixel_target(clean, self.image_filter)
@@ -170,14 +120,12 @@ class Misalign(Pretrainer):
                                     self.norm_pix_loss)
             shown.notes.append(ZOOM_IN_NOTE)
             return shown
-        if offsets is not None:  # zoom-out: the prediction covers the whole view; the mask is on the canvas
-            panels = {"target view": to_rgb(clean), "predicted view": to_rgb(predicted), **panels}
-            on_canvas = self.degrade(resize(predicted, v), offsets=offsets)
-            shown = from_prediction(images, images, on_canvas, out.mask, p, panels, self.norm_pix_loss)
-            shown.notes.append(ZOOM_OUT_NOTE)
-            return shown
-        panels = {"degraded input": to_rgb(images), **panels}
-        return from_prediction(clean, images, predicted, out.mask, p, panels, self.norm_pix_loss)
+        # zoom-out: the prediction covers the whole view; the mask is on the canvas
+        panels = {"target view": to_rgb(clean), "predicted view": to_rgb(predicted), **panels}
+        on_canvas = self.degradation.apply(resize(predicted, v), offsets=offsets)
+        shown = from_prediction(images, images, on_canvas, out.mask, p, panels, self.norm_pix_loss)
+        shown.notes.append(ZOOM_OUT_NOTE)
+        return shown
 
 
 def ring_mse(pred: torch.Tensor, target: torch.Tensor, width: int) -> torch.Tensor:

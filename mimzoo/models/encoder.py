@@ -33,7 +33,9 @@ class EncoderOutput(NamedTuple):
 
 def create_encoder(arch: Arch) -> VisionTransformer:
     """A timm ViT of ``arch`` with no head, MAE's initialisation and a frozen 2-D sin-cos position embedding."""
-    vit = timm.create_model(arch.timm_name, pretrained=False, num_classes=0, **arch.model_args)
+    # weight_init="skip": timm's own truncated-normal init would be overwritten by MAE's below (and costs more
+    # than the rest of the build)
+    vit = timm.create_model(arch.timm_name, pretrained=False, num_classes=0, weight_init="skip", **arch.model_args)
     if vit.pos_embed is None or vit.patch_embed.dynamic_img_pad:
         raise ValueError(f"{arch.name}: masked encoding needs a fixed absolute position embedding")
     prefix = 0 if vit.no_embed_class else vit.num_prefix_tokens

@@ -25,7 +25,7 @@ from mimzoo.errors import MimzooError
 from mimzoo.hub.export import load_pretrainer, load_run
 from mimzoo.hub.layout import PRETRAINER, read_record
 from mimzoo.hub.resolve import HF_PREFIX, LOCAL_PREFIX, locate_backbone
-from mimzoo.methods import Pretrainer, Reconstruction, get_method
+from mimzoo.methods import Pretrainer, Reconstruction, parts, view_size
 from mimzoo.viz.draw import INK, NOTE_INK, font, line_height, save, wrap
 from mimzoo.zoo import ZOO
 
@@ -148,9 +148,8 @@ def visualize(checkpoint: Path, out: Path, images: Sequence[Path] | None = None,
     """Write the reconstruction figure of ``checkpoint`` (a run or export folder, see :func:`load_method`) on
     ``images`` (default: the demo photos) to ``out``; returns what it drew. ``reporter`` hears of skipped images."""
     model, cfg = load_method(checkpoint)
-    size = get_method(cfg.method).view_size(get_arch(cfg.arch), cfg)  # misalign's zoom-in takes a larger view
+    size = view_size(get_arch(cfg.arch), cfg)  # zoom-in takes a larger view, zoom-out a smaller one
     shown = reconstruct(model, load_views(image_files(images), size, reporter), seed, mask_ratio)
-    recipe = [cfg.method, cfg.arch, f"target {cfg.target}", cfg.degradation,
-              f"mask ratio {model.mask_ratio:g}", f"seed {seed}"]
-    save(reconstruction_grid(shown, f"{checkpoint}: " + ", ".join(filter(None, recipe))), out)
+    recipe = [f"{cfg.method} ({' + '.join(parts(cfg))})", cfg.arch, f"mask ratio {model.mask_ratio:g}", f"seed {seed}"]
+    save(reconstruction_grid(shown, f"{checkpoint}: " + ", ".join(recipe)), out)
     return shown

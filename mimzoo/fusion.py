@@ -1,24 +1,23 @@
-"""MFF (Liu et al., ICCV 2023): MAE whose decoder reads a learned fusion of several encoder levels.
+"""MFF's multi-level fusion (Liu et al., ICCV 2023): the decoder reads a learned fusion of several encoder levels.
 
-Read top to bottom (methods.md section 3): which blocks to tap -> the fusion (a Linear per level but the last,
-softmax-weighted sum) -> MFF = MAE with ``encode`` swapped: tap the blocks, fuse, then the encoder's final norm.
-The projections and fusion logits live beside ``encoder``, so the export stays a plain timm ViT.
+The part behind ``--fusion`` for every method with one pixel decoder (``mff`` takes it by default). Read top to
+bottom (methods.md section 3): which blocks to tap -> the fusion (a Linear per level but the last, softmax-weighted
+sum) -> encoding through it: tap the blocks, fuse, then the encoder's final norm. A method holds it as ``fusion``
+beside ``encoder``, so the export stays a plain timm ViT.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from itertools import pairwise
-from typing import Any
 
 import timm
 import torch
+from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from mimzoo.archs import Arch
 from mimzoo.errors import MimzooError
-from mimzoo.methods.base import MethodOutput
-from mimzoo.methods.mae import MAE
 from mimzoo.models.encoder import encode_visible
 from mimzoo.models.init import init_mae_weights
 
@@ -45,7 +44,7 @@ def parse_layers(text: str) -> list[int]:
 def encoder_depth(arch: Arch) -> int:
     """The number of blocks of ``arch``'s ViT, read from a build on the meta device (no memory, no weights)."""
     with torch.device("meta"):
-        return len(timm.create_model(arch.timm_name, pretrained=False, **arch.model_args).blocks)
+        return len(timm.create_model(arch.timm_name, pretrained=False, weight_init="skip", **arch.model_args).blocks)
 
 
 def resolve_layers(layers: Sequence[int] | None, depth: int) -> list[int]:
@@ -67,15 +66,17 @@ def resolve_layers(layers: Sequence[int] | None, depth: int) -> list[int]:
 
 
 class LevelFusion(nn.Module):
-    """Softmax-weighted sum of K levels; every level but the last (deepest) first gets its own Linear(D, D)."""
+    """Softmax-weighted sum of the outputs of blocks ``layers`` (see :func:`resolve_layers`); every level but the
+    last (deepest) first gets its own Linear(D, D)."""
 
-    def __init__(self, dim: int, levels: int) -> None:
+    def __init__(self, dim: int, layers: Sequence[int]) -> None:
         super().__init__()
-        self.projections = nn.ModuleList(nn.Linear(dim, dim) for _ in range(levels - 1))
+        self.layers = list(layers)
+        self.projections = nn.ModuleList(nn.Linear(dim, dim) for _ in self.layers[:-1])
         self.projections.apply(init_mae_weights)
         # Equal logits: training starts from a uniform average. The (K, 1, 1, 1) shape broadcasts over the
         # stacked levels and, being more than 1-D, keeps AdamW's weight decay on it as in the reference.
-        self.logits = nn.Parameter(torch.ones(levels, 1, 1, 1))
+        self.logits = nn.Parameter(torch.ones(len(self.layers), 1, 1, 1))
 
     def weights(self) -> torch.Tensor:
         """(K,) fusion weights, shallow to deep; they sum to 1."""
@@ -86,25 +87,8 @@ class LevelFusion(nn.Module):
         projected = [proj(x) for proj, x in zip(self.projections, levels[:-1], strict=True)] + [levels[-1]]
         return (torch.stack(projected) * self.logits.softmax(dim=0)).sum(dim=0)
 
-
-class MFF(MAE):
-    """MAE, with the decoder fed the final norm of the fused levels ``layers`` (see :func:`resolve_layers`).
-
-    ``mae_options`` are MAE's (mask_ratio, norm_pix_loss, image_filter), so any pixel target composes with MFF.
-    """
-
-    def __init__(self, arch: Arch, layers: Sequence[int] | None = None, **mae_options: Any) -> None:
-        super().__init__(arch, **mae_options)
-        self.layers = resolve_layers(layers, len(self.encoder.blocks))
-        self.fusion = LevelFusion(self.encoder.embed_dim, len(self.layers))
-
-    def encode(self, images: torch.Tensor, idx_keep: torch.Tensor) -> torch.Tensor:
+    def encode(self, encoder: VisionTransformer, images: torch.Tensor, idx_keep: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W), visible indices (B, K) -> (B, P + K, D): the fused levels, then the final norm."""
         # the last level is the last block's raw output: the final norm applies once, after the fusion
-        encoded = encode_visible(self.encoder, images, idx_keep, taps=self.layers[:-1], final_norm=False)
-        return self.encoder.norm(self.fusion([*encoded.taps, encoded.tokens]))
-
-    def forward(self, images: torch.Tensor) -> MethodOutput:
-        out = super().forward(images)
-        out.logs["fusion_weights"] = self.fusion.weights().detach()  # one value per level, for plotting
-        return out
+        encoded = encode_visible(encoder, images, idx_keep, taps=self.layers[:-1], final_norm=False)
+        return encoder.norm(self([*encoded.taps, encoded.tokens]))
