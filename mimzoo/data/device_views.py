@@ -153,9 +153,41 @@ class PlannedViewDataset(Dataset):
         return encoded.payload, row, bad
 
 
-def collate(items: list[tuple[Payload, torch.Tensor, int]]) -> tuple[list[Payload], torch.Tensor, torch.Tensor]:
-    payloads, rows, bad = zip(*items, strict=True)
-    return list(payloads), torch.stack(rows), torch.tensor(bad)
+@dataclass
+class Batch:
+    """A collated batch: the JPEGs concatenated into one buffer (one shared-memory transfer from a worker, not
+    one per file), the PIL-decoded images, and per sample its kind and where its image is: the JPEG's or decoded
+    image's position, or the resident pack index."""
+
+    kinds: list[int]
+    refs: list[int]
+    jpegs: torch.Tensor
+    jpeg_offsets: list[int]
+    pixels: list[torch.Tensor]
+    rows: torch.Tensor
+    bad: torch.Tensor
+
+    def payloads(self) -> list[Payload]:
+        cut = self.jpeg_offsets
+        return [Payload(kind, self.jpegs[cut[ref] : cut[ref + 1]] if kind == JPEG else
+                        self.pixels[ref] if kind == PIXELS else torch.tensor(ref))
+                for kind, ref in zip(self.kinds, self.refs, strict=True)]
+
+
+def collate(items: list[tuple[Payload, torch.Tensor, int]]) -> Batch:
+    jpegs = [p.data for p, _, _ in items if p.kind == JPEG]
+    pixels = [p.data for p, _, _ in items if p.kind == PIXELS]
+    count = {JPEG: 0, PIXELS: 0}
+    refs = []
+    for payload, _, _ in items:
+        if payload.kind == RESIDENT:
+            refs.append(int(payload.data))
+        else:
+            refs.append(count[payload.kind])
+            count[payload.kind] += 1
+    offsets = np.cumsum([0] + [len(j) for j in jpegs]).tolist()
+    return Batch([p.kind for p, _, _ in items], refs, torch.cat(jpegs) if jpegs else torch.empty(0, dtype=torch.uint8),
+                 offsets, pixels, torch.stack([row for _, row, _ in items]), torch.tensor([b for _, _, b in items]))
 
 
 def resample_weights(rows: torch.Tensor, axis: int, length: int, view: View) -> torch.Tensor:
@@ -202,15 +234,16 @@ class DeviceViews:
                  fallback: ImageSource | None = None) -> None:
         self.dataset, self.device, self.resident, self.fallback = dataset, device, resident, fallback
 
-    def __call__(self, payloads: list[Payload], rows: torch.Tensor, bad: torch.Tensor) -> tuple[torch.Tensor,
-                                                                                                torch.Tensor]:
-        rows, bad = rows.clone(), bad.clone()
+    def __call__(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        rows, bad = batch.rows.clone(), batch.bad.clone()
+        if self.resident is not None:  # a resident pack's batch: one gather, no decoding
+            index = torch.tensor(batch.refs, device=self.device)
+            return render(self.resident[index], rows.to(self.device), self.dataset.view), bad
+        payloads = batch.payloads()
         images = self._decode(payloads, rows, bad)
         views = torch.empty(len(payloads), 3, self.dataset.view.size, self.dataset.view.size, dtype=torch.uint8,
                             device=self.device)
         rows_dev = rows.to(self.device)
-        if self.resident is not None and all(p.kind == RESIDENT for p in payloads):
-            return render(self.resident[rows_dev[:, 1].long()], rows_dev, self.dataset.view), bad
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, image in enumerate(images):
             groups.setdefault(tuple(image.shape), []).append(i)
@@ -220,7 +253,7 @@ class DeviceViews:
         return views, bad
 
     def _decode(self, payloads: list[Payload], rows: torch.Tensor, bad: torch.Tensor) -> list[torch.Tensor]:
-        images = decode_payloads(payloads, self.device, self.resident)
+        images = decode_payloads(payloads, self.device)
         for i, image in enumerate(images):
             if image is None:  # the device decoder refused it: the whole sample again, decoded by PIL
                 epoch, index = (int(v) for v in rows[i, KEY])
@@ -232,8 +265,7 @@ class DeviceViews:
         return images
 
 
-def decode_payloads(payloads: list[Payload], device: torch.device,
-                    resident: torch.Tensor | None = None) -> list[torch.Tensor | None]:
+def decode_payloads(payloads: list[Payload], device: torch.device) -> list[torch.Tensor | None]:
     """Each payload as (3, H, W) uint8 on ``device``, the JPEGs in one call; None where the decoder failed."""
     images: list[torch.Tensor | None] = [None] * len(payloads)
     jpegs = [i for i, p in enumerate(payloads) if p.kind == JPEG]
@@ -247,8 +279,6 @@ def decode_payloads(payloads: list[Payload], device: torch.device,
     for i, payload in enumerate(payloads):
         if payload.kind == PIXELS:
             images[i] = payload.data.to(device, non_blocking=True)
-        elif payload.kind == RESIDENT:
-            images[i] = resident[int(payload.data)]
     return images
 
 
@@ -270,8 +300,8 @@ class DeviceViewLoader:
         return len(self.loader)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for payloads, rows, bad in self.loader:
-            yield self.views(payloads, rows, bad)
+        for batch in self.loader:
+            yield self.views(batch)
 
 
 def device_views(source: ImageFolderSource | NpzPackSource, view: View, seed: int,

@@ -44,6 +44,7 @@ class PretrainConfig:
     seed: int = 0
     workers: int = field(default_factory=lambda: min(8, os.cpu_count() or 1))
     device: str = "auto"
+    data_device: str = "cpu"  # where views are decoded and resampled: cpu (PIL in workers) | gpu (the device)
     compile: bool = False
     log_every: int = 10  # optimizer steps between metrics lines
     ckpt_every: int = 200  # optimizer steps between checkpoints (and one at every epoch end)
@@ -75,6 +76,7 @@ class PretrainConfig:
             (self.blr > 0, "--blr must be positive"),
             (self.min_lr >= 0, "--min-lr must be 0 or more"),
             (self.workers >= 0, "--workers must be 0 or more"),
+            (self.data_device in ("cpu", "gpu"), f"unknown --data-device {self.data_device!r}; choose cpu or gpu"),
             (self.log_every >= 1 and self.ckpt_every >= 1, "--log-every and --ckpt-every must be at least 1"),
         ]
         for ok, message in checks:
