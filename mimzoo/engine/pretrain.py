@@ -20,9 +20,8 @@ from timm.optim import param_groups_weight_decay
 from torch.nn.parallel import DistributedDataParallel
 
 from mimzoo.archs import get_arch
-from mimzoo.data.device_views import DeviceViewLoader, device_views
-from mimzoo.data.device_views import collate as collate_planned
-from mimzoo.data.loader import ResumableSampler, SkippedImages, ViewDataset, make_loader, normalize
+from mimzoo.data.loader import SkippedImages, normalize
+from mimzoo.data.pipeline import view_pipeline
 from mimzoo.data.sources import open_source
 from mimzoo.data.transforms import make_view
 from mimzoo.engine import distributed as dist_utils
@@ -147,19 +146,10 @@ class _Trainer:
         self.run_dir = Path(cfg.out)
         spec = get_method(cfg.method)
         source = open_source(cfg.data)
-        view = make_view(cfg.crop, spec.view_size(arch, cfg))
-        views, collate = None, None
-        if cfg.data_device == "gpu":  # workers read bytes and draw the plans; the device decodes and resamples
-            self.dataset, views = device_views(source, view, cfg.seed, ctx.device)
-            collate = collate_planned
-        else:
-            self.dataset = ViewDataset(source, view, cfg.seed)
+        pipeline = view_pipeline(source, make_view(cfg.crop, spec.view_size(arch, cfg)), cfg.seed, cfg.data_device,
+                                 ctx.device, cfg.batch_size, cfg.workers, ctx.world_size, ctx.rank)
+        self.dataset, self.sampler, self.loader = pipeline.dataset, pipeline.sampler, pipeline.loader
         self.skips = SkippedImages(source, reporter.message)
-        self.sampler = ResumableSampler(self.dataset, ctx.world_size, ctx.rank, cfg.seed)
-        self.loader = make_loader(self.dataset, self.sampler, cfg.batch_size, cfg.workers,
-                                  pin_memory=ctx.device.type == "cuda", collate_fn=collate)
-        if views is not None:
-            self.loader = DeviceViewLoader(self.loader, views)
         self.schedule = plan_schedule(cfg, len(self.dataset), ctx.world_size)
 
         torch.manual_seed(cfg.seed)
