@@ -96,7 +96,8 @@ def measure(name: str, model: torch.nn.Module, loss_fn: LossFn, size: int, args:
     gpu = device_name(device)
     peak = next((v for k, v in ACHIEVABLE_PEAK_FLOPS.items() if k in gpu), None)
     return {
-        "impl": name, "arch": args.arch, "size": size, "batch": args.batch, "dtype": "bf16" if device.type == "cuda" else "fp32",
+        "impl": name, "arch": args.arch, "size": size, "batch": args.batch,
+        "dtype": "bf16" if device.type == "cuda" else "fp32",
         "compile": args.compile, "fused_adamw": args.fused_adamw, "device": gpu, "img_per_s": round(img_per_s, 1),
         "gflop_per_image": round(flops_per_image / 1e9, 2),
         "mfu": round(img_per_s * flops_per_image / peak, 4) if peak else None,
