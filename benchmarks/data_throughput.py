@@ -16,11 +16,11 @@ is also compared with the PIL path's views of the same keys (mean absolute diffe
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import torch
+from results_log import emit  # benchmarks/, first on the path of a script run from there
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
@@ -181,14 +181,6 @@ def main() -> None:
         synchronize(device)
         emit({**common, "impl": "torchvision-mae (data only)",
               "img_per_s": round(seen / (time.perf_counter() - start), 1)}, args.out)
-
-
-def emit(record: dict, out: Path | None) -> None:
-    line = json.dumps(record)
-    print(line, flush=True)
-    if out:
-        with out.open("a") as f:
-            f.write(line + "\n")
 
 
 if __name__ == "__main__":

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import timm
 import torch
+from results_log import emit  # benchmarks/, first on the path of a script run from there
 from torch.utils.flop_counter import FlopCounterMode
 
 from mimzoo.archs import get_arch
@@ -143,14 +143,6 @@ def main() -> None:
         if peer and result is not peer and "img_per_s" in result and "img_per_s" in peer:
             result["speedup_vs_transformers"] = round(result["img_per_s"] / peer["img_per_s"], 3)
         emit(result, args.out)
-
-
-def emit(result: dict, out: Path | None) -> None:
-    line = json.dumps(result)
-    print(line, flush=True)
-    if out:
-        with out.open("a") as f:
-            f.write(line + "\n")
 
 
 if __name__ == "__main__":
