@@ -30,7 +30,8 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from mimzoo.data.images import MAX_ASPECT, MAX_PIXELS, PIL_FAILURES, UnreadableImage, read_rgb
 from mimzoo.data.loader import ImageSource, load_readable, view_seed
 from mimzoo.data.sources import ImageFolderSource, NpzPackSource
-from mimzoo.data.transforms import RandomResizedCropFlip, SimpleResizedCropFlip
+from mimzoo.data.transforms import RandomResizedCropFlip, SimpleResizedCropFlip, to_uint8_tensor
+from mimzoo.errors import one_line
 
 View = RandomResizedCropFlip | SimpleResizedCropFlip
 JPEG, PIXELS, RESIDENT = 0, 1, 2  # what a sample's payload holds: encoded bytes, decoded pixels, a resident index
@@ -84,10 +85,15 @@ def encode(data: bytes) -> Encoded:
                     and img.width * img.height <= MAX_PIXELS and img.getexif().get(0x0112, 1) == 1)
             size = img.size
     except PIL_FAILURES as exc:
-        raise UnreadableImage(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+        raise UnreadableImage(one_line(exc)) from None
     if fast:
         return Encoded(Payload(JPEG, torch.frombuffer(bytearray(data), dtype=torch.uint8)), capped_region(*size))
-    pixels = torch.from_numpy(np.asarray(read_rgb(io.BytesIO(data)), dtype=np.uint8).copy()).permute(2, 0, 1)
+    return decoded(read_rgb(io.BytesIO(data)))
+
+
+def decoded(img: Image.Image) -> Encoded:
+    """An image PIL decoded (``read_rgb``: upright, capped, RGB), whole."""
+    pixels = to_uint8_tensor(img)
     return Encoded(Payload(PIXELS, pixels), (0, pixels.shape[1], 0, pixels.shape[2]))
 
 
@@ -103,8 +109,7 @@ class EncodedSource:
 
     def load(self, index: int) -> Encoded:
         if self.pixels:
-            pixels = torch.from_numpy(np.asarray(self.source.load(index), dtype=np.uint8).copy()).permute(2, 0, 1)
-            return Encoded(Payload(PIXELS, pixels), (0, pixels.shape[1], 0, pixels.shape[2]))
+            return decoded(self.source.load(index))
         return encode(read_bytes(self.source, index))
 
     def describe(self, index: int) -> str:
