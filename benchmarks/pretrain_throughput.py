@@ -98,7 +98,7 @@ def measure(name: str, model: torch.nn.Module, loss_fn: LossFn, size: int, args:
     return {
         "impl": name, "arch": args.arch, "size": size, "batch": args.batch,
         "dtype": "bf16" if device.type == "cuda" else "fp32",
-        "compile": args.compile, "fused_adamw": args.fused_adamw, "device": gpu, "img_per_s": round(img_per_s, 1),
+        "compile": args.compile, "fused_adamw": args.fused_adamw, "device": gpu, "img_per_s": round(img_per_s, 2),
         "gflop_per_image": round(flops_per_image / 1e9, 2),
         "mfu": round(img_per_s * flops_per_image / peak, 4) if peak else None,
         "peak_mem_gb": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None,
@@ -140,7 +140,7 @@ def main() -> None:
             torch.cuda.empty_cache()
         results.append(result)
         peer = results[0] if results[0]["impl"].startswith("transformers") else None
-        if peer and result is not peer and "img_per_s" in result and "img_per_s" in peer:
+        if peer and result is not peer and result.get("img_per_s") and peer.get("img_per_s"):
             result["speedup_vs_transformers"] = round(result["img_per_s"] / peer["img_per_s"], 3)
         emit(result, args.out)
 
