@@ -25,12 +25,14 @@ step() {  # step NAME CMD...: run with the time that is left, log to $OUT/NAME.l
 }
 
 if [[ -n "${SMOKE:-}" ]]; then
-  B=(--arch vit_base_patch16_224 --batch 2 --steps 1 --warmup 0)
+  ARCH_B=vit_tiny_patch16_224  # ViT-B's 224 px pipeline, a CPU-sized model
+  B=(--arch $ARCH_B --batch 2 --steps 1 --warmup 0)
   T=(--arch vit_tiny_patch4_32 --batch 8 --steps 1 --warmup 0)
   JPEGS=(--limit 16); DATA=(--batches 2 --workers 0); E2E_B=(--batch 4); E2E_T=(--batch 16)
   CIFAR=mimzoo/data/sample/cifar10_sample.npz
 else
-  B=(--arch vit_base_patch16_224 --batch 256)
+  ARCH_B=vit_base_patch16_224
+  B=(--arch $ARCH_B --batch 256)
   T=(--arch vit_tiny_patch4_32 --batch 1024)
   JPEGS=(); DATA=(--batches 20 --workers 16); E2E_B=(--batch 256); E2E_T=(--batch 1024)
   CIFAR=$SHARED/cifar10_jpeg_q75.npz
@@ -53,7 +55,7 @@ step data_jpeg $PY benchmarks/data_throughput.py --data benchmarks/jpegs --peer 
   --out "$OUT/data.jsonl"
 step model_b_eager $PY benchmarks/pretrain_throughput.py "${B[@]}" --methods all --out "$OUT/model.jsonl"
 step model_t_eager $PY benchmarks/pretrain_throughput.py "${T[@]}" --methods all --out "$OUT/model.jsonl"
-step e2e_jpeg_b $PY benchmarks/data_throughput.py --data benchmarks/jpegs --method mae --arch vit_base_patch16_224 \
+step e2e_jpeg_b $PY benchmarks/data_throughput.py --data benchmarks/jpegs --method mae --arch $ARCH_B \
   "${DATA[@]}" "${E2E_B[@]}" --out "$OUT/e2e.jsonl"
 step e2e_cifar_t $PY benchmarks/data_throughput.py --data "$CIFAR" --method mae --arch vit_tiny_patch4_32 \
   "${DATA[@]}" "${E2E_T[@]}" --out "$OUT/e2e.jsonl"
