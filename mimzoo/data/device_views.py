@@ -195,40 +195,44 @@ def collate(items: list[tuple[Payload, torch.Tensor, int]]) -> Batch:
                  offsets, pixels, torch.stack([row for _, row, _ in items]), torch.tensor([b for _, _, b in items]))
 
 
-def resample_weights(rows: torch.Tensor, axis: int, length: int, view: View) -> torch.Tensor:
-    """(B, size, length) float32: PIL's quantised resampling coefficients of each plan's output pixels along one
-    axis (0 = y, 1 = x) over the decoded image's ``length`` pixels (Resample.c's precompute_coeffs)."""
-    rows = rows.double()
-    offset, span = rows[:, 2 + 2 * axis, None], rows[:, 3 + 2 * axis, None]
-    start, end, n, crop = (rows[:, 6 + 4 * axis + k, None] for k in range(4))
-    pad = view.padding
-    j = torch.arange(view.size, dtype=torch.float64, device=rows.device)
-    r = (crop + j - pad).abs()  # numpy's reflect padding of the resampled line
+def resample_weights(rows: torch.Tensor, axis: int, length: int, view: View, device: torch.device) -> torch.Tensor:
+    """(B, size, length) float32 on ``device``: PIL's quantised resampling coefficients of each plan's output pixels
+    along one axis (0 = y, 1 = x) over the decoded image's ``length`` pixels (Resample.c's precompute_coeffs).
+    They are computed for each output pixel's few taps only, then scattered into the dense matrix."""
+    kernel, support = FILTERS[view.filter]
+    start, end, n = (rows[:, 6 + 4 * axis + k] for k in range(3))
+    taps = int((2 * support * ((end - start) / n).clamp(min=1)).max().ceil()) + 2  # CPU rows: no device sync
+    rows = rows.to(device, non_blocking=True)
+    offset, span, start, end, n, crop = (rows[:, 2 + 2 * axis, None], rows[:, 3 + 2 * axis, None],
+                                         *(rows[:, 6 + 4 * axis + k, None] for k in range(4)))
+    j = torch.arange(view.size, dtype=torch.float64, device=device)
+    r = (crop + j - view.padding).abs()  # numpy's reflect padding of the resampled line
     r = torch.where(r > n - 1, 2 * (n - 1) - r, r)
     scale = (end - start) / n
-    filterscale = scale.clamp(min=1)
-    kernel, support = FILTERS[view.filter]
-    support = support * filterscale
+    filterscale = scale.clamp(min=1)[..., None]
+    reach = support * filterscale
     center = (start + (r + 0.5) * scale)[..., None]
-    x = torch.arange(length, dtype=torch.float64, device=rows.device) - offset[..., None]  # effective-image coords
-    lo = (center - support[..., None] + 0.5).trunc().clamp(min=0)
-    hi = torch.minimum((center + support[..., None] + 0.5).trunc(), span[..., None])
-    w = kernel(((x - center + 0.5) / filterscale[..., None]).abs()) * ((x >= lo) & (x < hi))
+    lo = (center - reach + 0.5).trunc().clamp(min=0)
+    hi = torch.minimum((center + reach + 0.5).trunc(), span[..., None])
+    x = lo + torch.arange(taps, dtype=torch.float64, device=device)  # effective-image coordinates
+    w = kernel(((x - center + 0.5) / filterscale).abs()) * (x < hi)
     total = w.sum(-1, keepdim=True)
     w = w / torch.where(total == 0, 1, total)
     w = (w.abs() * (1 << PRECISION_BITS) + 0.5).floor().copysign(w) / (1 << PRECISION_BITS)
-    return w.float()
+    index = (x + offset[..., None]).clamp(max=length - 1).long()  # taps past the window weigh 0: adding is exact
+    dense = torch.zeros(len(rows), view.size, length, device=device)
+    return dense.scatter_add_(2, index, w.float())
 
 
 def render(images: torch.Tensor, rows: torch.Tensor, view: View) -> torch.Tensor:
-    """Apply each row's plan to the same-sized uint8 images (B, 3, H, W): the horizontal pass, rounded to 8 bits
-    as PIL does, then the vertical one; (B, 3, size, size) uint8."""
+    """Apply each row's plan (``rows`` on the CPU) to the same-sized uint8 images (B, 3, H, W): the horizontal
+    pass, rounded to 8 bits as PIL does, then the vertical one; (B, 3, size, size) uint8."""
     _, _, height, width = images.shape
-    wx = resample_weights(rows, 1, width, view)
-    wy = resample_weights(rows, 0, height, view)
+    wx = resample_weights(rows, 1, width, view, images.device)
+    wy = resample_weights(rows, 0, height, view, images.device)
     rows_pass = (images.float() @ wx.transpose(1, 2)[:, None]).add_(0.5).floor_().clamp_(0, 255)
     out = (wy[:, None] @ rows_pass).add_(0.5).floor_().clamp_(0, 255).to(torch.uint8)
-    flip = rows[:, FLIP].bool().to(out.device)
+    flip = rows[:, FLIP].bool().to(out.device, non_blocking=True)
     return torch.where(flip[:, None, None, None], out.flip(-1), out)
 
 
@@ -243,18 +247,18 @@ class DeviceViews:
         rows, bad = batch.rows.clone(), batch.bad.clone()
         if self.resident is not None:  # a resident pack's batch: one gather, no decoding
             index = torch.tensor(batch.refs, device=self.device)
-            return render(self.resident[index], rows.to(self.device), self.dataset.view), bad
+            return render(self.resident[index], rows, self.dataset.view), bad
         payloads = batch.payloads()
         images = self._decode(payloads, rows, bad)
         views = torch.empty(len(payloads), 3, self.dataset.view.size, self.dataset.view.size, dtype=torch.uint8,
                             device=self.device)
-        rows_dev = rows.to(self.device)
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, image in enumerate(images):
             groups.setdefault(tuple(image.shape), []).append(i)
         for members in groups.values():
-            index = torch.tensor(members, device=self.device)
-            views[index] = render(torch.stack([images[i] for i in members]), rows_dev[index], self.dataset.view)
+            index = torch.tensor(members)
+            views[index.to(self.device)] = render(torch.stack([images[i] for i in members]), rows[index],
+                                                  self.dataset.view)
         return views, bad
 
     def _decode(self, payloads: list[Payload], rows: torch.Tensor, bad: torch.Tensor) -> list[torch.Tensor]:
