@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/results/$(date -u +%Y%m%d-%H%M)}
 BUDGET=${BUDGET:-540}
 PY=${PY:-python}
-SHARED=${SHARED:-../shared/data}
+SHARED=${SHARED:-$([[ -d ../shared/data ]] && echo ../shared/data || echo shared/data)}  # CamVid, photos, CIFAR
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD:$PWD/cli${PYTHONPATH:+:$PYTHONPATH}"
 start=$(date +%s)
@@ -50,7 +50,8 @@ except ImportError:
 print(json.dumps(info))
 EOF
 cat "$OUT/env.json"
-step make_jpegs $PY benchmarks/make_jpegs.py "${JPEGS[@]}"
+step make_jpegs $PY benchmarks/make_jpegs.py --pack "$SHARED/camvid_360x480_jpeg95.npz" --photos "$SHARED/demo_photos" \
+  "${JPEGS[@]}"
 step data_jpeg $PY benchmarks/data_throughput.py --data benchmarks/jpegs --peer "${DATA[@]}" "${E2E_B[@]}" \
   --out "$OUT/data.jsonl"
 step model_b_eager $PY benchmarks/pretrain_throughput.py "${B[@]}" --methods all --out "$OUT/model.jsonl"
