@@ -93,6 +93,9 @@ def pretrain(
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     workers: Annotated[int | None, typer.Option(help="Data-loading worker processes per GPU/process.")] = None,
+    data_device: Annotated[str | None, typer.Option(
+        help="Where views are decoded and cropped: cpu (PIL in the workers) or gpu (JPEGs decoded and views "
+        "resampled in batches on the training device; an npz pack that fits stays there decoded).")] = None,
     log_every: Annotated[int | None, typer.Option(help="Optimizer steps between metrics lines.")] = None,
     ckpt_every: Annotated[int | None, typer.Option(help="Optimizer steps between checkpoints.")] = None,
 ) -> None:

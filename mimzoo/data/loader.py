@@ -139,12 +139,13 @@ class ResumableSampler(DistributedSampler):
         return self.num_samples - self.skip
 
 
-def make_loader(dataset: ViewDataset, sampler: ResumableSampler, batch_size: int, workers: int,
-                pin_memory: bool) -> DataLoader:
+def make_loader(dataset: Dataset, sampler: ResumableSampler, batch_size: int, workers: int,
+                pin_memory: bool, collate_fn: Callable | None = None) -> DataLoader:
     # A private generator keeps worker seeding off the global RNG, whose state the checkpoint restores;
     # workers persist across epochs (the sampler's keys carry the epoch).
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=True,
-                      pin_memory=pin_memory, generator=torch.Generator(), persistent_workers=workers > 0)
+                      pin_memory=pin_memory, generator=torch.Generator(), persistent_workers=workers > 0,
+                      collate_fn=collate_fn)
 
 
 @functools.lru_cache(maxsize=8)

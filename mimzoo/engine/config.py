@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from mimzoo.errors import check_settings, in_range
+from mimzoo.errors import check_settings, in_range, one_of
 
 # the learning-rate options (blr, lr) stop above this: such values only diverge, and usually are a typo
 MAX_LR = 10.0
@@ -52,6 +52,7 @@ class PretrainConfig:
     seed: int = 0
     workers: int = field(default_factory=lambda: min(8, os.cpu_count() or 1))
     device: str = "auto"
+    data_device: str = "cpu"  # where views are decoded and resampled: cpu (PIL in workers) | gpu (the device)
     compile: bool = False
     log_every: int = 10  # optimizer steps between metrics lines
     ckpt_every: int = 200  # optimizer steps between checkpoints (and one at every epoch end)
@@ -87,6 +88,7 @@ class PretrainConfig:
             in_range("--weight-decay", self.weight_decay, 0),
             in_range("--clip-grad", self.clip_grad, 0, low_open=True) if self.clip_grad is not None else (True, ""),
             in_range("--workers", self.workers, 0),
+            one_of("--data-device", self.data_device, ("cpu", "gpu")),
             in_range("--log-every", self.log_every, 1),
             in_range("--ckpt-every", self.ckpt_every, 1),
         ])

@@ -20,7 +20,8 @@ from timm.optim import param_groups_weight_decay
 from torch.nn.parallel import DistributedDataParallel
 
 from mimzoo.archs import get_arch
-from mimzoo.data.loader import ResumableSampler, SkippedImages, ViewDataset, make_loader, normalize
+from mimzoo.data.loader import SkippedImages, normalize
+from mimzoo.data.pipeline import view_pipeline
 from mimzoo.data.sources import open_source
 from mimzoo.data.transforms import make_view
 from mimzoo.engine import distributed as dist_utils
@@ -150,11 +151,10 @@ class _Trainer:
         self.run_dir = Path(cfg.out)
         spec = get_method(cfg.method)
         source = open_source(cfg.data)
-        self.dataset = ViewDataset(source, make_view(cfg.crop, view_size(arch, cfg)), cfg.seed)
+        pipeline = view_pipeline(source, make_view(cfg.crop, view_size(arch, cfg)), cfg.seed, cfg.data_device,
+                                 ctx.device, cfg.batch_size, cfg.workers, ctx.world_size, ctx.rank)
+        self.dataset, self.sampler, self.loader = pipeline.dataset, pipeline.sampler, pipeline.loader
         self.skips = SkippedImages(source, reporter.message)
-        self.sampler = ResumableSampler(self.dataset, ctx.world_size, ctx.rank, cfg.seed)
-        self.loader = make_loader(self.dataset, self.sampler, cfg.batch_size, cfg.workers,
-                                  pin_memory=ctx.device.type == "cuda")
         self.schedule = plan_schedule(cfg, len(self.dataset), ctx.world_size)
 
         torch.manual_seed(cfg.seed)
@@ -166,6 +166,8 @@ class _Trainer:
         self.scheduler = warmup_cosine(self.optimizer, cfg.epochs, cfg.warmup_epochs,
                                        self.schedule.steps_per_epoch, cfg.min_lr)
         self.step, self.skipped, self.saved_step = 0, 0, 0
+        self.pending: list[torch.Tensor] = []  # (loss, grad norm) of the steps since the last _check_finite
+        self.last_stats = (math.nan, math.nan)
         self.model: torch.nn.Module = self.method
         if ctx.enabled:
             ids = [ctx.device.index] if ctx.device.type == "cuda" else None
@@ -252,21 +254,23 @@ class _Trainer:
         window_start, window_images = time.perf_counter(), 0
         for _ in range(done_in_epoch, sched.steps_per_epoch):
             lr = self.optimizer.param_groups[0]["lr"]
-            loss, grad_norm, logs = self._optimizer_step(batches)
+            logs = self._optimizer_step(batches)
             self.step += 1
             self.scheduler.step_update(self.step)
             window_images += sched.effective_batch
             end_of_epoch = self.step % sched.steps_per_epoch == 0
             if self.step % cfg.log_every == 0 or end_of_epoch:
+                loss, grad_norm = self._check_finite()
                 elapsed = time.perf_counter() - window_start
                 self._log({"step": self.step, "epoch": round(self.step / sched.steps_per_epoch, 4), "loss": loss,
                            "lr": lr, "grad_norm": grad_norm, "img_per_s": round(window_images / elapsed, 1),
                            "skipped_images": self.skipped, **_loggable(logs)})
                 window_start, window_images = time.perf_counter(), 0
             if self.step % cfg.ckpt_every == 0 or end_of_epoch:
+                self._check_finite()
                 self._save()
 
-    def _optimizer_step(self, batches) -> tuple[float, float, dict[str, torch.Tensor]]:
+    def _optimizer_step(self, batches) -> dict[str, torch.Tensor]:
         cfg, device = self.cfg, self.ctx.device
         loss_sum = torch.zeros((), device=device)
         for micro in range(cfg.accum):
@@ -281,18 +285,31 @@ class _Trainer:
             loss_sum += out.loss.detach().float()
         max_norm = cfg.clip_grad if cfg.clip_grad else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.method.parameters(), max_norm)
-        # the only host sync of a step: the non-finite guard needs the numbers (grad norms agree across ranks)
-        stats = dist_utils.mean_across_ranks(self.ctx, torch.stack([loss_sum / cfg.accum, grad_norm.float()]))
-        loss, norm = stats.tolist()
-        if not (math.isfinite(loss) and math.isfinite(norm)):
-            self.optimizer.zero_grad(set_to_none=True)
-            raise MimzooError(
-                f"non-finite loss ({loss}) or gradient norm at step {self.step + 1}; stopped, the last good "
-                f"checkpoint is kept in {self.run_dir} (lower --blr or set --clip-grad, then --resume)"
-            )
+        # grad norms agree across ranks; the mean stays on the device until _check_finite reads it
+        self.pending.append(dist_utils.mean_across_ranks(self.ctx, torch.stack([loss_sum / cfg.accum,
+                                                                                grad_norm.float()])))
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return loss, norm, out.logs
+        return out.logs
+
+    def _check_finite(self) -> tuple[float, float]:
+        """The non-finite guard, read at log and checkpoint steps only: one host sync for all the steps since the
+        last read, none in between. A non-finite step stops the run before anything is logged or saved after it
+        (the steps up to the read ran on, harmlessly: their weights are never written). Returns the last step's
+        (loss, gradient norm)."""
+        if self.pending:
+            values = torch.stack(self.pending).tolist()
+            first = self.step - len(values) + 1
+            self.pending = []
+            for offset, (loss, norm) in enumerate(values):
+                if not (math.isfinite(loss) and math.isfinite(norm)):
+                    self.optimizer.zero_grad(set_to_none=True)
+                    raise MimzooError(
+                        f"non-finite loss ({loss}) or gradient norm at step {first + offset}; stopped, the last good "
+                        f"checkpoint is kept in {self.run_dir} (lower --blr or set --clip-grad, then --resume)"
+                    )
+            self.last_stats = values[-1]
+        return self.last_stats
 
     def _log(self, record: dict[str, Any]) -> None:
         self.reporter.update(self.step, record)

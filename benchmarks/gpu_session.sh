@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Every measurement of issue 16 in one call on a borrowed H100/H200, most important first, within BUDGET seconds
+# (default 540): each step gets what is left, so a slow step (compiling) costs the ones after it, not the call.
+# JSON lines go to $OUT (default benchmarks/results/<date>); every line names the device.
+#
+#   OUT=/some/dir bash benchmarks/gpu_session.sh
+#   SMOKE=1 OUT=/tmp/smoke bash benchmarks/gpu_session.sh      # tiny sizes, runs on a CPU in a few minutes
+set -u
+cd "$(dirname "$0")/.."
+OUT=${OUT:-benchmarks/results/$(date -u +%Y%m%d-%H%M)}
+BUDGET=${BUDGET:-540}
+PY=${PY:-python}
+SHARED=${SHARED:-$([[ -d ../shared/data ]] && echo ../shared/data || echo shared/data)}  # CamVid, photos, CIFAR
+mkdir -p "$OUT"
+export PYTHONPATH="$PWD:$PWD/cli${PYTHONPATH:+:$PYTHONPATH}"
+start=$(date +%s)
+
+step() {  # step NAME CMD...: run with the time that is left, log to $OUT/NAME.log
+  local name=$1; shift
+  local left=$((BUDGET - ($(date +%s) - start)))
+  if ((left < 15)); then echo "skipped $name: out of time" | tee -a "$OUT/skipped.txt"; return; fi
+  echo "== $name ($left s left): $*" | tee -a "$OUT/commands.txt"
+  timeout --signal=INT --kill-after=10 "$left" "$@" >"$OUT/$name.log" 2>&1
+  echo "   exit $? after $(($(date +%s) - start)) s" | tee -a "$OUT/commands.txt"
+}
+
+if [[ -n "${SMOKE:-}" ]]; then
+  ARCH_B=vit_tiny_patch16_224  # ViT-B's 224 px pipeline, a CPU-sized model
+  B=(--arch $ARCH_B --batch 2 --steps 1 --warmup 0)
+  T=(--arch vit_tiny_patch4_32 --batch 8 --steps 1 --warmup 0)
+  JPEGS=(--limit 16); DATA=(--batches 2 --workers 0); E2E_B=(--batch 4); E2E_T=(--batch 16)
+  CIFAR=mimzoo/data/sample/cifar10_sample.npz
+else
+  ARCH_B=vit_base_patch16_224
+  B=(--arch $ARCH_B --batch 256)
+  T=(--arch vit_tiny_patch4_32 --batch 1024)
+  JPEGS=(); DATA=(--batches 20 --workers 16); E2E_B=(--batch 256); E2E_T=(--batch 1024)
+  CIFAR=$SHARED/cifar10_jpeg_q75.npz
+fi
+
+$PY - >"$OUT/env.json" <<'EOF'
+import json, platform, torch, torchvision
+info = {"torch": torch.__version__, "torchvision": torchvision.__version__, "python": platform.python_version(),
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "cpus": __import__("os").cpu_count()}
+try:
+    import transformers; info["transformers"] = transformers.__version__
+except ImportError:
+    info["transformers"] = None
+print(json.dumps(info))
+EOF
+cat "$OUT/env.json"
+step make_jpegs $PY benchmarks/make_jpegs.py --pack "$SHARED/camvid_360x480_jpeg95.npz" --photos "$SHARED/demo_photos" \
+  "${JPEGS[@]}"
+step data_jpeg $PY benchmarks/data_throughput.py --data benchmarks/jpegs --peer "${DATA[@]}" "${E2E_B[@]}" \
+  --out "$OUT/data.jsonl"
+step model_b_eager $PY benchmarks/pretrain_throughput.py "${B[@]}" --methods all --out "$OUT/model.jsonl"
+step model_t_eager $PY benchmarks/pretrain_throughput.py "${T[@]}" --methods all --out "$OUT/model.jsonl"
+step e2e_jpeg_b $PY benchmarks/data_throughput.py --data benchmarks/jpegs --method mae --arch $ARCH_B \
+  "${DATA[@]}" "${E2E_B[@]}" --out "$OUT/e2e.jsonl"
+step e2e_cifar_t $PY benchmarks/data_throughput.py --data "$CIFAR" --method mae --arch vit_tiny_patch4_32 \
+  "${DATA[@]}" "${E2E_T[@]}" --out "$OUT/e2e.jsonl"
+step model_b_fused $PY benchmarks/pretrain_throughput.py "${B[@]}" --methods mae --no-peer --fused-adamw \
+  --out "$OUT/model.jsonl"
+step model_t_compiled $PY benchmarks/pretrain_throughput.py "${T[@]}" --methods all --compile --out "$OUT/model.jsonl"
+step e2e_cifar_t_compiled $PY benchmarks/data_throughput.py --data "$CIFAR" --method mae --arch vit_tiny_patch4_32 \
+  --compile "${DATA[@]}" "${E2E_T[@]}" --out "$OUT/e2e.jsonl"
+step model_b_compiled $PY benchmarks/pretrain_throughput.py "${B[@]}" --methods all --compile --out "$OUT/model.jsonl"
+echo "done after $(($(date +%s) - start)) s; results in $OUT"
