@@ -134,7 +134,8 @@ def test_a_resume_keeps_the_parts_and_an_older_config_reads_as_what_it_ran(tmp_p
     out = tmp_path / "run"
     out.mkdir()
     ran = resolve_defaults(PretrainConfig(method="pixmim", arch=TINY_ARCH, out=str(out), mask_unit=2, fusion=True))
-    save_checkpoint(out / "checkpoint.pt", {"config": ran.to_dict()})
+    entries = dict.fromkeys(("model", "optimizer", "scheduler", "rng"), {}) | {"step": 0, "skipped": 0}
+    save_checkpoint(out / "checkpoint.pt", {**entries, "config": ran.to_dict()})
     for key, value in [("mask_unit", 1), ("fusion", False), ("degradation", "blur")]:
         with pytest.raises(MimzooError, match=f"pretrained with {key} "):
             resolve_run_config(PretrainConfig(out=str(out), **{key: value}), resume=True, explicit={"out", key})
