@@ -129,4 +129,4 @@ def test_pretrain_with_data_device_gpu_resumes_exactly(cli, image_folder, tmp_pa
 def test_unknown_data_device_is_one_line(cli, npz_pack, tmp_path):
     result = cli(*tiny_pretrain_args(npz_pack, tmp_path / "r", "--data-device", "tpu"))
     assert result.exit_code != 0
-    assert result.output.strip().splitlines()[-1] == "error: unknown --data-device 'tpu'; choose cpu or gpu"
+    assert result.output.strip().splitlines()[-1] == "error: unknown --data-device 'tpu'; choose cpu, gpu"
