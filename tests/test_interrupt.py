@@ -29,7 +29,9 @@ def test_sigint_mid_pretraining_exits_130_and_keeps_the_checkpoint(npz_pack, tmp
     command = [sys.executable, "-m", "mimzoo", "pretrain", "--data", str(npz_pack), "--arch", TINY_ARCH, "--out",
                str(out), "--batch-size", "4", "--epochs", "50", "--warmup-epochs", "0", "--workers", "0",
                "--ckpt-every", "2"]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a shell's background job ignores SIGINT, and Python then installs no KeyboardInterrupt handler: restore it
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not (out / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
