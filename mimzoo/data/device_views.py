@@ -202,7 +202,7 @@ def resample_weights(rows: torch.Tensor, axis: int, length: int, view: View, dev
     kernel, support = FILTERS[view.filter]
     start, end, n = (rows[:, 6 + 4 * axis + k] for k in range(3))
     taps = int((2 * support * ((end - start) / n).clamp(min=1)).max().ceil()) + 2  # CPU rows: no device sync
-    rows = rows.to(device, non_blocking=True)
+    rows = to_device(rows, device)
     offset, span, start, end, n, crop = (rows[:, 2 + 2 * axis, None], rows[:, 3 + 2 * axis, None],
                                          *(rows[:, 6 + 4 * axis + k, None] for k in range(4)))
     j = torch.arange(view.size, dtype=torch.float64, device=device)
@@ -224,6 +224,12 @@ def resample_weights(rows: torch.Tensor, axis: int, length: int, view: View, dev
     return dense.scatter_add_(2, index, w.float())
 
 
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on ``device`` without waiting for the device: a copy from pageable memory would wait for the
+    work queued before it (the previous training step), one from pinned memory does not."""
+    return tensor.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else tensor
+
+
 def render(images: torch.Tensor, rows: torch.Tensor, view: View) -> torch.Tensor:
     """Apply each row's plan (``rows`` on the CPU) to the same-sized uint8 images (B, 3, H, W): the horizontal
     pass, rounded to 8 bits as PIL does, then the vertical one; (B, 3, size, size) uint8."""
@@ -232,7 +238,7 @@ def render(images: torch.Tensor, rows: torch.Tensor, view: View) -> torch.Tensor
     wy = resample_weights(rows, 0, height, view, images.device)
     rows_pass = (images.float() @ wx.transpose(1, 2)[:, None]).add_(0.5).floor_().clamp_(0, 255)
     out = (wy[:, None] @ rows_pass).add_(0.5).floor_().clamp_(0, 255).to(torch.uint8)
-    flip = rows[:, FLIP].bool().to(out.device, non_blocking=True)
+    flip = to_device(rows[:, FLIP].bool(), out.device)
     return torch.where(flip[:, None, None, None], out.flip(-1), out)
 
 
@@ -246,7 +252,7 @@ class DeviceViews:
     def __call__(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         rows, bad = batch.rows.clone(), batch.bad.clone()
         if self.resident is not None:  # a resident pack's batch: one gather, no decoding
-            index = torch.tensor(batch.refs, device=self.device)
+            index = to_device(torch.tensor(batch.refs), self.device)
             return render(self.resident[index], rows, self.dataset.view), bad
         payloads = batch.payloads()
         images = self._decode(payloads, rows, bad)
@@ -257,7 +263,7 @@ class DeviceViews:
             groups.setdefault(tuple(image.shape), []).append(i)
         for members in groups.values():
             index = torch.tensor(members)
-            views[index.to(self.device)] = render(torch.stack([images[i] for i in members]), rows[index],
+            views[to_device(index, self.device)] = render(torch.stack([images[i] for i in members]), rows[index],
                                                   self.dataset.view)
         return views, bad
 
@@ -287,7 +293,7 @@ def decode_payloads(payloads: list[Payload], device: torch.device) -> list[torch
             images[i] = image
     for i, payload in enumerate(payloads):
         if payload.kind == PIXELS:
-            images[i] = payload.data.to(device, non_blocking=True)
+            images[i] = to_device(payload.data, device)
     return images
 
 
