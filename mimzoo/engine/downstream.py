@@ -6,7 +6,7 @@ When the backbone is a local mimzoo export, the result is also added to its mode
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +15,10 @@ from timm.data import create_transform
 from timm.models.vision_transformer import VisionTransformer
 
 from mimzoo.data.labeled import LabeledDataset, LabeledSplits, open_labeled
-from mimzoo.data.segmentation import open_segmentation
+from mimzoo.data.limit import limit_labeled, limit_segmentation
+from mimzoo.data.segmentation import SegData, open_segmentation
 from mimzoo.engine import distributed as dist_utils
+from mimzoo.engine.defaults import default_workers
 from mimzoo.engine.distributed import DistContext
 from mimzoo.engine.features import backbone_data_config, dataset_features
 from mimzoo.engine.finetune import FinetuneConfig, finetune
@@ -27,7 +29,7 @@ from mimzoo.engine.segment import SegmentConfig, segment
 from mimzoo.engine.supervised import save_results
 from mimzoo.hub.card import add_result
 from mimzoo.hub.export import dataset_name
-from mimzoo.hub.resolve import load_backbone
+from mimzoo.hub.resolve import BackboneInfo, load_backbone
 
 
 @dataclass
@@ -41,6 +43,7 @@ class DownstreamInput:
     device: str = "auto"
     seed: int = 0
     record: bool = True  # add the result to the card of a local export (off for runs that only choose a recipe)
+    limit: int | None = None  # a trial on this many images of each split (a seeded subset, the same every time)
 
 
 @dataclass
@@ -49,7 +52,7 @@ class KnnConfig:
     temperature: float = 0.07
     pool: str = "token"
     batch_size: int = 256
-    workers: int = 4
+    workers: int = field(default_factory=default_workers)
     out: str = "runs/knn"
 
 
@@ -70,41 +73,53 @@ def run_knn(inp: DownstreamInput, cfg: KnnConfig, reporter: Reporter | None = No
         results = {"top1": accuracy, "config": {**vars(cfg), "bank": len(splits.train), "queries": len(splits.val)}}
         return save_results(Path(cfg.out), results, ctx)
 
-    return _run(inp, "knn", _classification_data(inp), body, ("accuracy", "top1"), reporter)
+    return _run(inp, "knn", _classification_data(inp), body, ("accuracy", "top1"), cfg.out, reporter)
 
 
 def run_linprobe(inp: DownstreamInput, cfg: LinprobeConfig, reporter: Reporter | None = None) -> dict[str, Any]:
     return _run(inp, "linprobe", _classification_data(inp), lambda b, s, ctx, rep: linear_probe(b, s, cfg, ctx, rep),
-                ("accuracy", "best_top1"), reporter)
+                ("accuracy", "best_top1"), cfg.out, reporter)
 
 
 def run_finetune(inp: DownstreamInput, cfg: FinetuneConfig, reporter: Reporter | None = None) -> dict[str, Any]:
     return _run(inp, "finetune", _classification_data(inp), lambda b, s, ctx, rep: finetune(b, s, cfg, ctx, rep),
-                ("accuracy", "best_top1"), reporter)
+                ("accuracy", "best_top1"), cfg.out, reporter)
 
 
 def run_segment(inp: DownstreamInput, cfg: SegmentConfig, eval_split: str = "val",
                 reporter: Reporter | None = None) -> dict[str, Any]:
     """DPT segmentation; the card records the last epoch's class-mean IoU on the evaluation split."""
-    return _run(inp, "segment", lambda: open_segmentation(inp.data, eval_split),
-                lambda b, d, ctx, rep: segment(b, d, cfg, ctx, rep), ("mean_iou", "last_miou"), reporter)
+    def open_data() -> SegData:
+        return limit_segmentation(open_segmentation(inp.data, eval_split), inp.limit, inp.seed)
+
+    return _run(inp, "segment", open_data, lambda b, d, ctx, rep: segment(b, d, cfg, ctx, rep),
+                ("mean_iou", "last_miou"), cfg.out, reporter)
 
 
 def _classification_data(inp: DownstreamInput) -> Callable[[], LabeledSplits]:
-    return lambda: open_labeled(inp.data, inp.val_fraction, inp.seed)
+    return lambda: limit_labeled(open_labeled(inp.data, inp.val_fraction, inp.seed), inp.limit, inp.seed)
+
+
+def measured(inp: DownstreamInput, info: BackboneInfo, data: LabeledSplits | SegData) -> dict[str, Any]:
+    """What a result measured, for results.json: the backbone (as given and as resolved), the data and its splits."""
+    return {"backbone": inp.backbone, "architecture": info.config.get("architecture"),
+            "weights": str(info.weights) if info.weights else None, "revision": info.revision, "data": inp.data,
+            "train_split": "train", "eval_split": data.val_name, "val_fraction": inp.val_fraction,
+            "train_images": len(data.train), "eval_images": len(data.val), "limit": inp.limit, "seed": inp.seed}
 
 
 def _run(inp: DownstreamInput, task: str, open_data: Callable[[], Any],
          body: Callable[[VisionTransformer, Any, DistContext, Reporter], dict[str, Any]],
-         headline: tuple[str, str], reporter: Reporter | None) -> dict[str, Any]:
-    """Resolve, open, run under torchrun or alone, and record ``results[headline[1]]`` as metric
-    ``headline[0]`` in the card of a local export."""
+         headline: tuple[str, str], out: str, reporter: Reporter | None) -> dict[str, Any]:
+    """Resolve, open, run under torchrun or alone, add what was measured to OUT/results.json, and record
+    ``results[headline[1]]`` as metric ``headline[0]`` in the card of a local export."""
     backbone, info = load_backbone(inp.backbone, inp.arch)
     data = open_data()
     ctx = dist_utils.init_distributed(inp.device)
     try:
         torch.manual_seed(inp.seed)
-        results = body(backbone, data, ctx, for_rank(reporter, ctx.is_main))
+        results = save_results(Path(out), {"measured": measured(inp, info, data),
+                                           **body(backbone, data, ctx, for_rank(reporter, ctx.is_main))}, ctx)
         if ctx.is_main and inp.record and info.export_dir is not None:
             metric, key = headline
             add_result(info.export_dir, task, dataset_name(inp.data), metric, round(results[key], 2), data.val_name)

@@ -8,9 +8,9 @@ as MAE fine-tunes), warm-up + cosine, bf16, DDP and resume through the shared su
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import timm
 import torch
@@ -22,6 +22,7 @@ from timm.models.vision_transformer import VisionTransformer
 from timm.optim import param_groups_layer_decay
 
 from mimzoo.data.labeled import LabeledDataset, LabeledSplits
+from mimzoo.engine.defaults import default_workers, resolve_warmup
 from mimzoo.engine.distributed import DistContext
 from mimzoo.engine.features import backbone_data_config
 from mimzoo.engine.report import Reporter
@@ -34,7 +35,7 @@ class FinetuneConfig:
     """Defaults are MAE's ViT-B recipe (methods.md section 1: FINETUNE.md)."""
 
     epochs: int = 100
-    warmup_epochs: int = 5
+    warmup_epochs: float | None = None  # None = RECIPE_WARMUP, at most a quarter of the epochs
     batch_size: int = 64  # per process
     blr: float = 5e-4  # lr = blr x effective batch / 256
     min_lr: float = 1e-6
@@ -50,9 +51,10 @@ class FinetuneConfig:
     auto_augment: str = "rand-m9-mstd0.5-inc1-mmax9"
     pool: str = "avg"  # avg (+ fresh fc_norm, MAE) | token (cls after the pretrained norm)
     clip_grad: float | None = None
-    workers: int = 4
+    workers: int = field(default_factory=default_workers)
     out: str = "runs/finetune"
     resume: bool = False
+    RECIPE_WARMUP: ClassVar[int] = 5
 
 
 def build_classifier(backbone: VisionTransformer, num_classes: int, cfg: FinetuneConfig) -> VisionTransformer:
@@ -85,6 +87,7 @@ def build_classifier(backbone: VisionTransformer, num_classes: int, cfg: Finetun
 def finetune(backbone: VisionTransformer, splits: LabeledSplits, cfg: FinetuneConfig, ctx: DistContext,
              reporter: Reporter) -> dict[str, Any]:
     """Fine-tune; returns results (best / last top-1, history), also written to OUT/results.json."""
+    cfg = replace(cfg, warmup_epochs=resolve_warmup(cfg.warmup_epochs, cfg.RECIPE_WARMUP, cfg.epochs))
     num_classes = len(splits.classes)
     model = build_classifier(backbone, num_classes, cfg).to(ctx.device)
     groups = param_groups_layer_decay(model, cfg.weight_decay, no_weight_decay_list=model.no_weight_decay(),

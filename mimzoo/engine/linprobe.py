@@ -9,9 +9,9 @@ Two paths train the same head:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from timm.data import create_transform
@@ -21,6 +21,7 @@ from timm.optim import Lars
 from torch import nn
 
 from mimzoo.data.labeled import LabeledDataset, LabeledSplits
+from mimzoo.engine.defaults import default_workers, resolve_warmup
 from mimzoo.engine.distributed import DistContext
 from mimzoo.engine.features import backbone_data_config, dataset_features, pool_tokens
 from mimzoo.engine.report import Reporter
@@ -38,13 +39,14 @@ class LinprobeConfig:
     mode: str = "auto"  # auto | cached | augmented
     optimizer: str = "lars"  # lars | sgd
     epochs: int = 90
-    warmup_epochs: int = 10
+    warmup_epochs: float | None = None  # None = RECIPE_WARMUP, at most a quarter of the epochs
     batch_size: int = 256
     blr: float = 0.1
     weight_decay: float = 0.0
-    workers: int = 4
+    workers: int = field(default_factory=default_workers)
     out: str = "runs/linprobe"
     resume: bool = False
+    RECIPE_WARMUP: ClassVar[int] = 10
 
 
 class ProbeHead(nn.Sequential):
@@ -106,6 +108,7 @@ def mae_lars(params, lr: float, weight_decay: float) -> Lars:
 def linear_probe(backbone: VisionTransformer, splits: LabeledSplits, cfg: LinprobeConfig, ctx: DistContext,
                  reporter: Reporter) -> dict[str, Any]:
     """Train the probe head; returns results (best / last top-1, history) also written to OUT/results.json."""
+    cfg = replace(cfg, warmup_epochs=resolve_warmup(cfg.warmup_epochs, cfg.RECIPE_WARMUP, cfg.epochs))
     mode = cfg.mode if cfg.mode != "auto" else ("cached" if len(splits.train) <= CACHED_MAX_IMAGES else "augmented")
     if mode not in ("cached", "augmented"):
         raise MimzooError(f"unknown --mode {cfg.mode!r}; choose auto, cached or augmented")

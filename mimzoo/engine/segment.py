@@ -9,9 +9,9 @@ resolution, each image padded to a size DPT accepts; padding is ignored by the m
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import segmentation_models_pytorch as smp
@@ -24,6 +24,7 @@ from torch import nn
 
 from mimzoo.data.loader import SkipReportingLoader
 from mimzoo.data.segmentation import SegData, SegDataset, check_split
+from mimzoo.engine.defaults import default_workers, resolve_warmup
 from mimzoo.engine.distributed import DistContext
 from mimzoo.engine.features import backbone_data_config
 from mimzoo.engine.report import Reporter
@@ -38,7 +39,7 @@ DEFAULT_IGNORE = 255
 @dataclass
 class SegmentConfig:
     epochs: int = 50
-    warmup_epochs: int = 2
+    warmup_epochs: float | None = None  # None = RECIPE_WARMUP, at most a quarter of the epochs
     batch_size: int = 8  # per process
     lr: float = 1e-4  # AdamW, at the decoder; encoder blocks get layer-decayed fractions of it
     min_lr: float = 1e-6
@@ -47,10 +48,11 @@ class SegmentConfig:
     crop: int = 256
     ignore_index: int | None = None  # None: the data's void label (CamVid: 11), else DEFAULT_IGNORE
     dice: bool = False
-    workers: int = 4
+    workers: int = field(default_factory=default_workers)
     out: str = "runs/segment"
     resume: bool = False
     previews: int = 4
+    RECIPE_WARMUP: ClassVar[int] = 2
 
 
 def input_multiple(backbone: VisionTransformer) -> int:
@@ -117,6 +119,7 @@ def layer_decay_groups(model: smp.DPT, cfg: SegmentConfig) -> list[dict[str, Any
 def segment(backbone: VisionTransformer, data: SegData, cfg: SegmentConfig, ctx: DistContext,
             reporter: Reporter) -> dict[str, Any]:
     """Train DPT on ``data``; returns the results (mIoU, per-class IoU, pixel accuracy), also in OUT."""
+    cfg = replace(cfg, warmup_epochs=resolve_warmup(cfg.warmup_epochs, cfg.RECIPE_WARMUP, cfg.epochs))
     num_classes, multiple = len(data.classes), input_multiple(backbone)
     if cfg.crop % multiple:
         raise MimzooError(f"--crop {cfg.crop} must be a multiple of {multiple} (patch size and DPT's 1/32 level); "

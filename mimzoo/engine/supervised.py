@@ -32,7 +32,7 @@ from mimzoo.errors import MimzooError
 @dataclass
 class LoopConfig:
     epochs: int
-    warmup_epochs: int
+    warmup_epochs: float
     batch_size: int  # per process
     lr: float
     min_lr: float
