@@ -27,6 +27,10 @@ print("plain timm ok")
 def test_run_folder_contents(finished_run):
     out, output = finished_run
     assert "effective batch 8 x accum 1 x 1 processes = 8" in output and "lr = blr 0.001 x 8/256" in output
+    assert "5 steps/epoch, 1 epoch (0 warm-up)," in output
+    # not a terminal: a plain line per log step (--log-every 1), not one bar drawn at the end
+    assert [line.split(" loss ")[0] for line in output.splitlines() if line.startswith("pretrain ")] == [
+        f"pretrain {step}/5" for step in range(1, 6)]
     config = json.loads((out / "config.json").read_text())
     assert config["arch"] == TINY_ARCH and config["method"] == "mae"
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
