@@ -103,9 +103,10 @@ def _classification_data(inp: DownstreamInput) -> Callable[[], LabeledSplits]:
 def measured(inp: DownstreamInput, info: BackboneInfo, data: LabeledSplits | SegData) -> dict[str, Any]:
     """What a result measured, for results.json: the backbone (as given and as resolved), the data and its splits."""
     return {"backbone": inp.backbone, "architecture": info.config.get("architecture"),
-            "model_args": info.config.get("model_args", {}), "weights": str(info.weights) if info.weights else None, "revision": info.revision, "data": inp.data,
-            "train_split": "train", "eval_split": data.val_name, "val_fraction": inp.val_fraction,
-            "train_images": len(data.train), "eval_images": len(data.val), "limit": inp.limit, "seed": inp.seed}
+            "model_args": info.config.get("model_args", {}), "weights": str(info.weights) if info.weights else None,
+            "revision": info.revision, "data": inp.data, "train_split": "train", "eval_split": data.val_name,
+            "val_fraction": inp.val_fraction, "train_images": len(data.train), "eval_images": len(data.val),
+            "limit": inp.limit, "seed": inp.seed}
 
 
 def _run(inp: DownstreamInput, task: str, open_data: Callable[[], Any],
