@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 import segmentation_models_pytorch as smp
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 from timm.models import get_model_args
 from timm.models.vision_transformer import VisionTransformer
 from timm.optim import param_groups_layer_decay
@@ -31,6 +31,7 @@ from mimzoo.engine.report import Reporter
 from mimzoo.engine.seg_metrics import SegMeter
 from mimzoo.engine.supervised import LoopConfig, SupervisedLoop
 from mimzoo.errors import MimzooError
+from mimzoo.viz.draw import INK, font, line_height
 
 DPT_STRIDE = 32  # DPT's coarsest level is 1/32 of the input
 DEFAULT_IGNORE = 255
@@ -147,7 +148,8 @@ def segment(backbone: VisionTransformer, data: SegData, cfg: SegmentConfig, ctx:
     if ctx.is_main:
         model.save_pretrained(Path(cfg.out) / "model", metrics={"miou": results["last_miou"]},
                               dataset=data.val_name)
-        save_previews(model, val_set, num_classes, cfg.previews, Path(cfg.out) / "predictions.png", ctx.device)
+        save_previews(model, val_set, num_classes, cfg.previews, Path(cfg.out) / "predictions.png", ctx.device,
+                      data.classes)
     return results
 
 
@@ -158,10 +160,15 @@ def palette(num_classes: int) -> np.ndarray:
     return np.array([*colours, (0, 0, 0)], dtype=np.uint8)
 
 
+PREVIEW_COLUMNS = ("image", "ground truth", "prediction")
+PREVIEW_PAD, PREVIEW_MIN_COLUMN = 8, 110  # px; a column is at least as wide as its title
+
+
 @torch.no_grad()
 def save_previews(model: nn.Module, dataset: SegDataset, num_classes: int, count: int, path: Path,
-                  device: torch.device) -> None:
-    """A PNG with one row per validation image: image | ground truth | prediction (black: ignored)."""
+                  device: torch.device, classes: list[str] | None = None) -> None:
+    """A PNG with a titled column each for image | ground truth | prediction, one row per validation image, and a
+    legend of the class colours (black: ignored)."""
     if count <= 0:
         return
     model.eval()
@@ -172,8 +179,38 @@ def save_previews(model: nn.Module, dataset: SegDataset, num_classes: int, count
         prediction = model(image[None].to(device)).argmax(1)[0].cpu()
         rgb = ((image * dataset.std + dataset.mean).clamp(0, 1) * 255).byte().permute(1, 2, 0).numpy()
         truth = torch.where(mask == dataset.ignore_index, num_classes, mask)
-        rows.append(np.concatenate([rgb, colours[truth.numpy()], colours[prediction.numpy()]], axis=1))
-    width = max(row.shape[1] for row in rows)
-    rows = [np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0))) for row in rows]
+        rows.append((rgb, colours[truth.numpy()], colours[prediction.numpy()]))
+    names = [*(classes or [str(c) for c in range(num_classes)]), "ignored"]
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.concatenate(rows, axis=0)).save(path)
+    preview_figure(rows, names, colours).save(path)
+
+
+def preview_figure(rows: list[tuple[np.ndarray, ...]], names: list[str], colours: np.ndarray) -> Image.Image:
+    """Rows of (H, W, 3) panels under the column titles, then a legend swatch per name in ``colours``."""
+    pad, lh = PREVIEW_PAD, line_height()
+    column = max(PREVIEW_MIN_COLUMN, *(panel.shape[1] for row in rows for panel in row))
+    width = len(PREVIEW_COLUMNS) * (column + pad) + pad
+    entries = [(font().getlength(name) + 24, name, tuple(int(c) for c in colour))
+               for name, colour in zip(names, colours, strict=True)]
+    legend, x, y = [], pad, 0  # (x, line) of each entry, flowing into lines of the figure's width
+    for entry_width, name, colour in entries:
+        if x > pad and x + entry_width > width - pad:
+            x, y = pad, y + 1
+        legend.append((x, y, name, colour))
+        x += entry_width + pad
+    heights = [max(panel.shape[0] for panel in row) for row in rows]
+    legend_top = pad + lh + sum(h + pad for h in heights)
+    canvas = Image.new("RGB", (width, legend_top + (y + 1) * lh + pad), "white")
+    draw = ImageDraw.Draw(canvas)
+    for col, title in enumerate(PREVIEW_COLUMNS):
+        draw.text((pad + col * (column + pad), pad), title, fill=INK, font=font())
+    top = pad + lh
+    for row, height in zip(rows, heights, strict=True):
+        for col, panel in enumerate(row):
+            canvas.paste(Image.fromarray(panel), (pad + col * (column + pad), top))
+        top += height + pad
+    for x, line, name, colour in legend:
+        y0 = legend_top + line * lh
+        draw.rectangle((x, y0 + 2, x + 14, y0 + lh - 3), fill=colour, outline=INK)
+        draw.text((x + 20, y0), name, fill=INK, font=font())
+    return canvas
