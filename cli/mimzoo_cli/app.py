@@ -56,8 +56,8 @@ def pretrain(
     arch: Annotated[str, typer.Option(help="ViT, e.g. vit_base_patch16_224 or vit_tiny_patch4_32.")]
     = RECIPE["arch"],
     data: Annotated[str | None, typer.Option(
-        help="Image folder, PACK.npz[:split], or builtin (the 2,000-image CIFAR-10 sample); needed for a new run "
-        "but for --demo.", show_default=False)] = None,
+        help="Image folder, PACK.npz[:split], or builtin (the 2,000-image CIFAR-10 sample); needed for a new run, "
+        "except with --demo.", show_default=False)] = None,
     demo: Annotated[bool, typer.Option(
         "--demo", help=f"The demo, a few CPU minutes: {DEMO_HELP}; other options change it.")] = False,
     epochs: Annotated[int, typer.Option(help="Epochs (MAE recipe: 400-1600).")] = RECIPE["epochs"],

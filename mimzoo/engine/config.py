@@ -19,7 +19,7 @@ class PretrainConfig:
     data: str = "builtin"
     out: str | None = None  # None = runs/METHOD
     epochs: int = 400
-    warmup_epochs: float | None = None  # None = RECIPE_WARMUP_EPOCHS, at most a quarter of the epochs (schedule.py)
+    warmup_epochs: float | None = None  # None = RECIPE_WARMUP_EPOCHS, at most a quarter of the epochs (defaults.py)
     batch_size: int = 64  # per process; effective batch = batch_size x accum x world size
     accum: int = 1
     blr: float | None = None  # lr = blr x effective batch / 256; None = the method's reference value, filled in
