@@ -48,6 +48,11 @@ def in_range(option: str, value: float, low: float, high: float = math.inf, low_
     return ok, f"{option} must be {valid}, not {value}"
 
 
+def in_range_if_set(option: str, value: float | None, *bounds: float, **ends: bool) -> tuple[bool, str]:
+    """:func:`in_range` for an option whose None means "the default"."""
+    return (True, "") if value is None else in_range(option, value, *bounds, **ends)
+
+
 def one_of(option: str, value: str, choices: Iterable[str]) -> tuple[bool, str]:
     """A :func:`check_settings` check that ``value`` is one of ``choices``."""
     choices = tuple(choices)

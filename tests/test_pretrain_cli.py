@@ -27,6 +27,10 @@ print("plain timm ok")
 def test_run_folder_contents(finished_run):
     out, output = finished_run
     assert "effective batch 8 x accum 1 x 1 processes = 8" in output and "lr = blr 0.001 x 8/256" in output
+    assert "5 steps/epoch, 1 epoch (0 warm-up)," in output
+    # not a terminal: a plain line per log step (--log-every 1), not one bar drawn at the end
+    assert [line.split(" loss ")[0] for line in output.splitlines() if line.startswith("pretrain ")] == [
+        f"pretrain {step}/5" for step in range(1, 6)]
     config = json.loads((out / "config.json").read_text())
     assert config["arch"] == TINY_ARCH and config["method"] == "mae"
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -93,7 +97,6 @@ def error_line(result) -> str:
     (["--data", "/nonexistent/images"], "does not exist"),
     (["--arch", "vit_tiny_patch5_32"], "not a multiple of patch size"),
     (["--arch", "convnext_tiny"], "unknown arch"),
-    (["--method", "simclr"], "unknown method 'simclr'"),
     (["--batch-size", "64"], "larger than the dataset (40 images)"),
     (["--mask-ratio", "1.0"], "--mask-ratio must be in [0, 1)"),
     (["--mask-ratio", "0"], "--mask-ratio 0 leaves mae nothing to reconstruct"),
@@ -121,25 +124,50 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(cli, npz_pack, tmp
                 out.loss = out.loss * float("nan")
             return out
 
-    monkeypatch.setitem(METHODS, "exploding", MethodSpec(lambda arch, cfg: ExplodingMAE(arch), "rrc", ""))
+    monkeypatch.setitem(METHODS, "mae", MethodSpec(lambda arch, cfg: ExplodingMAE(arch), "rrc", ""))
     out = tmp_path / "r"
-    line = error_line(cli(*tiny_pretrain_args(npz_pack, out, "--method", "exploding", "--ckpt-every", "2")))
+    line = error_line(cli(*tiny_pretrain_args(npz_pack, out, "--ckpt-every", "2")))
     assert f"non-finite loss (nan) or gradient norm at step {bad_step}" in line and "last good checkpoint" in line
     assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 2
     assert not (out / "export").exists()
 
 
-def test_no_argument_pretrain_uses_the_demo_preset(monkeypatch):
-    from typer.testing import CliRunner
-
-    from mimzoo_cli import app as app_module
-
+def _pretrain_config(monkeypatch, cli, *args):
+    """The config and options `mimzoo pretrain ARGS` hands the library (which does not run)."""
     seen = {}
-    monkeypatch.setattr("mimzoo.engine.pretrain.pretrain", lambda cfg, **kw: seen.setdefault("cfg", cfg))
-    result = CliRunner().invoke(app_module.app, ["pretrain"])
+    monkeypatch.setattr("mimzoo.engine.pretrain.pretrain", lambda cfg, **kw: seen.update(cfg=cfg, **kw))
+    result = cli("pretrain", *args)
     assert result.exit_code == 0, result.output
-    cfg = seen["cfg"]
-    assert (cfg.method, cfg.arch, cfg.data) == ("mae", TINY_ARCH, "builtin")
+    return seen
+
+
+def test_the_demo_is_asked_for_by_name_and_defaults_do_not_depend_on_data(monkeypatch, cli):
+    assert "or try the demo: mimzoo pretrain --demo" in error_line(cli("pretrain"))
+    demo = _pretrain_config(monkeypatch, cli, "--demo")["cfg"]
+    assert (demo.method, demo.arch, demo.data, demo.out, demo.epochs) == ("mae", TINY_ARCH, "builtin", "runs/demo", 10)
+    pixmim = _pretrain_config(monkeypatch, cli, "--method", "pixmim", "--data", "builtin")["cfg"]
+    assert (pixmim.method, pixmim.arch, pixmim.out, pixmim.epochs) == ("pixmim", "vit_base_patch16_224", None, 400)
+    seen = _pretrain_config(monkeypatch, cli, "--demo", "--resume", "--epochs", "12")
+    assert seen["cfg"].out == "runs/demo" and seen["explicit"] == {"epochs"}  # the demo's run, its own config
+
+
+def test_resume_without_out_names_the_runs_beside_the_default(finished_run, cli, tmp_path, monkeypatch):
+    import shutil
+
+    shutil.copytree(finished_run[0], tmp_path / "runs" / "demo")
+    monkeypatch.chdir(tmp_path)
+    line = error_line(cli("pretrain", "--resume"))
+    assert "no checkpoint to resume in runs/mae" in line and "runs/demo (resume one with --out RUN)" in line
+
+
+def test_choices_are_checked_and_listed(cli, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # rich's help width: each choice list on one line
+    result = cli("pretrain", "--method", "simclr")
+    assert result.exit_code == 2 and "'simclr' is not one of" in result.output
+    for command, option, choices in [("pretrain", "--method", "mae|pixmim|mff|misalign|localmim"),
+                                     ("pretrain", "--degradation", "zoom-in|zoom-out"), ("knn", "--pool", "token|avg")]:
+        text = cli(command, "--help").output
+        assert option in text and choices in text
 
 
 def test_corrupt_images_are_skipped_counted_and_named(cli, image_folder, tmp_path):

@@ -14,8 +14,18 @@ from mimzoo.data.segmentation import SegDataset, check_split, open_segmentation
 from mimzoo.engine.distributed import DistContext
 from mimzoo.engine.report import SilentReporter
 from mimzoo.engine.seg_metrics import SegMeter
-from mimzoo.engine.segment import SegmentConfig, build_dpt, decoder_channels, input_multiple, segment
+from mimzoo.engine.segment import (
+    PREVIEW_MIN_COLUMN,
+    PREVIEW_PAD,
+    SegmentConfig,
+    build_dpt,
+    decoder_channels,
+    input_multiple,
+    palette,
+    segment,
+)
 from mimzoo.errors import MimzooError
+from mimzoo.viz.draw import line_height
 
 CPU = DistContext(0, 1, 0, torch.device("cpu"))
 CAMVID_PACK = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid_180x240_jpeg95.npz"
@@ -141,7 +151,13 @@ def test_short_training_run_end_to_end(tmp_path):
     assert saved["history"][-1]["miou"] == results["miou"] and saved["history"][-1]["split"] == "val"
     assert saved["config"]["lr"] == pytest.approx(1e-3)
     with Image.open(tmp_path / "out" / "predictions.png") as preview:
-        assert preview.size == (3 * 32, 2 * 32)
+        preview = preview.convert("RGB")
+    assert preview.width == 3 * (PREVIEW_MIN_COLUMN + PREVIEW_PAD) + PREVIEW_PAD  # 32-px images, titled columns
+    titles = preview.crop((0, 0, preview.width, PREVIEW_PAD + line_height()))
+    assert min(titles.convert("L").get_flattened_data()) < 100  # column titles are written over the panels
+    legend = set(preview.crop((0, preview.height - line_height() - PREVIEW_PAD, preview.width,
+                               preview.height)).get_flattened_data())
+    assert {tuple(int(v) for v in c) for c in palette(3)} <= legend  # a swatch per class (black: ignored)
     import segmentation_models_pytorch as smp
 
     reloaded = smp.from_pretrained(tmp_path / "out" / "model")

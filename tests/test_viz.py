@@ -174,14 +174,37 @@ def test_plot_draws_a_panel_per_series_group(tmp_path):
         assert 3 * PANEL_HEIGHT < png.height < 3 * PANEL_HEIGHT + 40  # 5 panels in 3 rows, and a title
 
 
+def test_plot_names_list_elements_from_the_run_config_and_ticks_tell_values_apart(tmp_path):
+    from mimzoo.viz.draw import nice_ticks, tick_labels
+
+    labels = tick_labels(nice_ticks(0.16660, 0.16672))  # MFF's fusion weights early on: all near 1/6
+    assert len(set(labels)) == len(labels) > 2 and labels[0] == "0.1666"
+    assert tick_labels(nice_ticks(0, 1000)) == ["0", "200", "400", "600", "800", "1000"]
+    lines = [{"step": s, "loss": 1.0 / s, "fusion_weights": [0.2, 0.3, 0.5], "scale_losses": [0.1, 0.2]}
+             for s in range(1, 4)]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(map(json.dumps, lines)))
+    (tmp_path / "config.json").write_text(json.dumps({"mff_layers": [0, 5, 11], "localmim_scales": [2, 0.5]}))
+    from mimzoo.viz.plots import element_names
+
+    panels = curve_panels(lines, element_names(json.loads((tmp_path / "config.json").read_text())))
+    assert list(panels["fusion_weights"]) == ["block 0", "block 5", "block 11"]
+    assert list(panels["scale_losses"]) == ["x2", "x0.5"]
+    assert plot_run(tmp_path, tmp_path / "curves.png") == ["loss", "fusion_weights", "scale_losses"]
+
+
 def test_visualize_and_plot_from_the_cli(cli, finished_run, tmp_path, photos):
-    run, _ = finished_run
+    run = shutil.copytree(finished_run[0], tmp_path / "run")
     images = [arg for photo in photos for arg in ("--images", photo)]
-    for source, name in ((run, "a.png"), (run, "b.png"), (run / "export", "c.png")):
-        result = cli("visualize", source, *images, "--out", tmp_path / name, "--seed", "1")
+    # by default into the run folder (as plot), beside an export folder (which a push uploads whole)
+    for source, out, options in ((run, run / "reconstructions.png", ["--device", "cpu"]),
+                                 (run, tmp_path / "b.png", ["--out", tmp_path / "b.png"]),
+                                 (run / "export", run / "export-reconstructions.png", [])):
+        result = cli("visualize", source, *images, "--seed", "1", *options)
         assert result.exit_code == 0, result.output
-        assert "2 images x 4 panels" in result.output and "note: norm-pix" in result.output
-    with Image.open(tmp_path / "a.png") as a, Image.open(tmp_path / "b.png") as b, Image.open(tmp_path / "c.png") as c:
+        assert f"wrote {out}: 2 images x 4 panels" in result.output and "note: norm-pix" in result.output
+    assert "unknown device 'tpu'" in error_line(cli("visualize", run, "--device", "tpu"))
+    with (Image.open(run / "reconstructions.png") as a, Image.open(tmp_path / "b.png") as b,
+          Image.open(run / "export-reconstructions.png") as c):
         assert a.tobytes() == b.tobytes()  # same seed, same mask
         assert a.size == c.size  # the export holds the same model
     result = cli("plot", run, "--out", tmp_path / "curves.png")

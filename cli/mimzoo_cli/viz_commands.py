@@ -17,9 +17,12 @@ def visualize(
         "export as hf-hub:ORG/NAME[@REV] (pulled), local-dir:PATH or a zoo name.")],
     images: Annotated[list[Path] | None, typer.Option(
         help="An image file or folder; repeat for more (default: the demo photos shipped with mimzoo).")] = None,
-    out: Annotated[Path, typer.Option(help="The PNG to write.")] = Path("reconstructions.png"),
+    out: Annotated[Path | None, typer.Option(
+        help="The PNG to write (default: RUN/reconstructions.png; for an export folder, EXPORT-reconstructions.png "
+        "beside it).")] = None,
     mask_ratio: Annotated[float | None, typer.Option(help="Fraction of patches masked (default: the run's).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the mask (and any random degradation): same seed, same mask.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
 ) -> None:
     """Reconstruction grid of a pretrained model, on your images or the demo photos shipped with mimzoo.
 
@@ -30,7 +33,7 @@ def visualize(
     from mimzoo.viz import visualize as draw_reconstructions
     from mimzoo_cli.progress import RichReporter
 
-    shown = draw_reconstructions(checkpoint, out, images, mask_ratio, seed, RichReporter())
+    shown, out = draw_reconstructions(checkpoint, out, images, mask_ratio, seed, RichReporter(), device)
     columns = grid_columns(shown)
     console.print(f"wrote {out}: {shown.original.shape[0]} images x {len(columns)} panels ({', '.join(columns)})",
                   markup=False, highlight=False, soft_wrap=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 from pathlib import Path
 from typing import Annotated
@@ -10,12 +9,13 @@ from typing import Annotated
 import typer
 
 from mimzoo_cli.console import console, fail_cleanly
+from mimzoo_cli.help import Command, Group, Workers, workers_or_default
 
 zoo_app = typer.Typer(help="Reproduce mimzoo's zoo: pretrain, export, evaluate and card its entries.",
-                      no_args_is_help=True)
+                      no_args_is_help=True, cls=Group)
 
 
-@zoo_app.command()
+@zoo_app.command(cls=Command)
 @fail_cleanly
 def build(
     entries: Annotated[list[str] | None, typer.Argument(
@@ -25,7 +25,7 @@ def build(
     data_dir: Annotated[Path, typer.Option(
         help="Folder with the data packs (cifar10_jpeg_q75.npz, camvid_360x480_jpeg95.npz).")] = Path("data"),
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    workers: Annotated[int, typer.Option(help="Data-loading worker processes.")] = min(8, os.cpu_count() or 1),
+    workers: Workers = None,
     smoke: Annotated[bool, typer.Option("--smoke", help="Every recipe shrunk to a few steps: checks the chain, "
                                                         "measures nothing.")] = False,
     baselines: Annotated[bool, typer.Option("--baselines/--no-baselines",
@@ -45,7 +45,7 @@ def build(
 
     # a scheduler's or `timeout`'s SIGTERM stops like Ctrl-C: the stage's time and checkpoint are kept
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    options = BuildOptions(root=root, data_dir=data_dir, device=device, workers=workers, smoke=smoke,
-                           baselines=baselines, cards_dir=cards_dir, results_file=results_file)
+    options = BuildOptions(root=root, data_dir=data_dir, device=device, workers=workers_or_default(workers),
+                           smoke=smoke, baselines=baselines, cards_dir=cards_dir, results_file=results_file)
     table = ZooBuild(options, RichReporter()).run(entries or [])
     console.print(results_markdown(table), markup=False, highlight=False, soft_wrap=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +64,12 @@ class SegSplit:
     def image_size(self, i: int) -> tuple[int, int]:
         """(H, W) of the upright image, from the file header (no pixel is decoded)."""
         return oriented_size(self._image_file(i))
+
+    def subset(self, positions: Sequence[int]) -> SegSplit:
+        """The pairs at ``positions``, in that order."""
+        kept = [int(i) for i in positions]
+        return SegSplit([self.names[i] for i in kept], lambda i: self._image_file(kept[i]),
+                        lambda i: self._describe(kept[i]), lambda i: self._mask(kept[i]))
 
 
 def _mask_file(path: Path) -> np.ndarray:

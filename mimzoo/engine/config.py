@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from mimzoo.errors import check_settings, in_range, one_of
+from mimzoo.engine.defaults import default_workers
+from mimzoo.errors import check_settings, in_range, in_range_if_set, one_of
 
 # the learning-rate options (blr, lr) stop above this: such values only diverge, and usually are a typo
 MAX_LR = 10.0
@@ -15,14 +15,14 @@ MAX_LR = 10.0
 
 @dataclass
 class PretrainConfig:
-    """Defaults are MAE's recipe (methods.md section 1); ``DEMO`` is what runs with no --data."""
+    """Defaults are MAE's recipe (methods.md section 1); ``DEMO`` is what ``mimzoo pretrain --demo`` changes."""
 
     method: str = "mae"
     arch: str = "vit_base_patch16_224"
     data: str = "builtin"
-    out: str = "runs/mae"
+    out: str | None = None  # None = runs/METHOD
     epochs: int = 400
-    warmup_epochs: int = 40
+    warmup_epochs: float | None = None  # None = RECIPE_WARMUP_EPOCHS, at most a quarter of the epochs (defaults.py)
     batch_size: int = 64  # per process; effective batch = batch_size x accum x world size
     accum: int = 1
     blr: float | None = None  # lr = blr x effective batch / 256; None = the method's reference value, filled in
@@ -50,7 +50,7 @@ class PretrainConfig:
     init_from: str | None = None  # a backbone spec to start from (continued pretraining); a resume ignores it
     init_weights: dict[str, str] | None = None  # filled in: what init_from loaded (file, sha256, part)
     seed: int = 0
-    workers: int = field(default_factory=lambda: min(8, os.cpu_count() or 1))
+    workers: int = field(default_factory=default_workers)
     device: str = "auto"
     data_device: str = "cpu"  # where views are decoded and resampled: cpu (PIL in workers) | gpu (the device)
     compile: bool = False
@@ -86,7 +86,7 @@ class PretrainConfig:
             in_range("--blr", self.blr, 0, MAX_LR, low_open=True),
             in_range("--min-lr", self.min_lr, 0, MAX_LR),
             in_range("--weight-decay", self.weight_decay, 0),
-            in_range("--clip-grad", self.clip_grad, 0, low_open=True) if self.clip_grad is not None else (True, ""),
+            in_range_if_set("--clip-grad", self.clip_grad, 0, low_open=True),
             in_range("--workers", self.workers, 0),
             one_of("--data-device", self.data_device, ("cpu", "gpu")),
             in_range("--log-every", self.log_every, 1),
@@ -94,6 +94,13 @@ class PretrainConfig:
         ])
 
 
-# `mimzoo pretrain` with no arguments: MAE on the built-in CIFAR-10 sample with a tiny ViT, a few CPU minutes.
+RECIPE_WARMUP_EPOCHS = 40  # MAE's, for 400-1600 epochs; a shorter run warms up for at most a quarter of its epochs
+
+
+def default_out(method: str) -> str:
+    return f"runs/{method}"
+
+
+# `mimzoo pretrain --demo`: MAE on the built-in CIFAR-10 sample with a tiny ViT, a few CPU minutes.
 DEMO = dict(arch="vit_tiny_patch4_32", data="builtin", out="runs/demo", epochs=10, warmup_epochs=1,
             batch_size=64, blr=1.5e-3)

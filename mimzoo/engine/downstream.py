@@ -6,7 +6,7 @@ When the backbone is a local mimzoo export, the result is also added to its mode
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +15,10 @@ from timm.models.vision_transformer import VisionTransformer
 from timm.utils import random_seed
 
 from mimzoo.data.labeled import LabeledDataset, LabeledSplits, open_labeled
-from mimzoo.data.segmentation import open_segmentation
+from mimzoo.data.limit import limit_labeled, limit_segmentation
+from mimzoo.data.segmentation import SegData, open_segmentation
 from mimzoo.engine import distributed as dist_utils
+from mimzoo.engine.defaults import default_workers
 from mimzoo.engine.distributed import DistContext
 from mimzoo.engine.features import POOLS, backbone_data_config, dataset_features
 from mimzoo.engine.finetune import FinetuneConfig, finetune
@@ -29,7 +31,7 @@ from mimzoo.errors import check_settings, in_range, one_of
 from mimzoo.hub.card import add_result
 from mimzoo.hub.export import dataset_name
 from mimzoo.hub.layout import read_record
-from mimzoo.hub.resolve import load_backbone
+from mimzoo.hub.resolve import BackboneInfo, load_backbone
 
 
 @dataclass
@@ -46,6 +48,7 @@ class DownstreamInput:
     # with --val-fraction, measure the data's own evaluation split once at the end (off for runs that only choose
     # a recipe on the carve, so that they never see the test split)
     test: bool = True
+    limit: int | None = None  # a trial on this many images of each split (a seeded subset, the same every time)
 
 
 @dataclass
@@ -54,7 +57,7 @@ class KnnConfig:
     temperature: float = 0.07
     pool: str = "token"
     batch_size: int = 256
-    workers: int = 4
+    workers: int = field(default_factory=default_workers)
     out: str = "runs/knn"
 
     def validate(self) -> None:
@@ -88,42 +91,55 @@ def run_knn(inp: DownstreamInput, cfg: KnnConfig, reporter: Reporter | None = No
         results = {"top1": accuracy, "split": name, "splits": splits_used, "config": vars(cfg)}
         return save_results(Path(cfg.out), results, ctx)
 
-    return _run(inp, "knn", _classification_data(inp), body, "top1", reporter, cfg.validate,
+    return _run(inp, "knn", _classification_data(inp), body, "top1", cfg.out, reporter, cfg.validate,
                 metric_name=f"kNN top-1 (k={cfg.k}, T={cfg.temperature:g})")
 
 
 def run_linprobe(inp: DownstreamInput, cfg: LinprobeConfig, reporter: Reporter | None = None) -> dict[str, Any]:
     return _run(inp, "linprobe", _classification_data(inp), lambda b, s, ctx, rep: linear_probe(b, s, cfg, ctx, rep),
-                "top1", reporter, cfg.validate)
+                "top1", cfg.out, reporter, cfg.validate)
 
 
 def run_finetune(inp: DownstreamInput, cfg: FinetuneConfig, reporter: Reporter | None = None) -> dict[str, Any]:
     return _run(inp, "finetune", _classification_data(inp), lambda b, s, ctx, rep: finetune(b, s, cfg, ctx, rep),
-                "top1", reporter, cfg.validate)
+                "top1", cfg.out, reporter, cfg.validate)
 
 
 def run_segment(inp: DownstreamInput, cfg: SegmentConfig, eval_split: str = "val",
                 reporter: Reporter | None = None) -> dict[str, Any]:
     """DPT segmentation; the card records the last epoch's class-mean IoU on the evaluation split."""
-    return _run(inp, "segment", lambda: open_segmentation(inp.data, eval_split),
+    def open_data() -> SegData:
+        return limit_segmentation(open_segmentation(inp.data, eval_split), inp.limit, inp.seed)
+
+    return _run(inp, "segment", open_data,
                 lambda b, d, ctx, rep: segment(b, d, cfg, ctx, rep, inp.backbone, dataset_name(inp.data)), "miou",
-                reporter, cfg.validate)
+                cfg.out, reporter, cfg.validate)
 
 
 def _classification_data(inp: DownstreamInput) -> Callable[[], LabeledSplits]:
     def open_data() -> LabeledSplits:
-        splits = open_labeled(inp.data, inp.val_fraction, inp.seed)
+        splits = limit_labeled(open_labeled(inp.data, inp.val_fraction, inp.seed), inp.limit, inp.seed)
         return splits if inp.test else replace(splits, test=None, test_name=None)
 
     return open_data
 
 
+def measured(inp: DownstreamInput, info: BackboneInfo) -> dict[str, Any]:
+    """What a result measured, for results.json: the backbone (as given and as resolved) and the data (its splits
+    are in the results' ``splits``)."""
+    return {"backbone": inp.backbone, "architecture": info.config.get("architecture"),
+            "model_args": info.config.get("model_args", {}), "weights": str(info.weights) if info.weights else None,
+            "revision": info.revision, "data": inp.data, "val_fraction": inp.val_fraction, "limit": inp.limit,
+            "seed": inp.seed}
+
+
 def _run(inp: DownstreamInput, task: str, open_data: Callable[[], Any],
          body: Callable[[VisionTransformer, Any, DistContext, Reporter], dict[str, Any]],
-         headline: str, reporter: Reporter | None, validate: Callable[[], None],
+         headline: str, out: str, reporter: Reporter | None, validate: Callable[[], None],
          metric_name: str | None = None) -> dict[str, Any]:
-    """Check the settings, resolve, open, run under torchrun or alone, and record ``results[headline]`` (measured
-    on ``results["split"]``) in the card of a local export (checked readable before the run)."""
+    """Check the settings, resolve, open, run under torchrun or alone, add what was measured to OUT/results.json,
+    and record ``results[headline]`` (measured on ``results["split"]``) in the card of a local export (checked
+    readable before the run)."""
     validate()
     random_seed(inp.seed)  # torch (a random:ARCH backbone, heads, drop path), numpy (Mixup), Python (RandAugment)
     backbone, info = load_backbone(inp.backbone, inp.arch)
@@ -136,7 +152,7 @@ def _run(inp: DownstreamInput, task: str, open_data: Callable[[], Any],
         rep = for_rank(reporter, ctx.is_main)
         for note in info.notes:
             rep.message(f"note: {note}")
-        results = body(backbone, data, ctx, rep)
+        results = save_results(Path(out), {"measured": measured(inp, info), **body(backbone, data, ctx, rep)}, ctx)
         if ctx.is_main and inp.record and info.export_dir is not None:
             add_result(info.export_dir, task, dataset_name(inp.data), round(results[headline], 2), results["split"],
                        metric_name)

@@ -8,9 +8,9 @@ as MAE fine-tunes), warm-up + cosine, bf16, DDP and resume through the shared su
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import timm
 import torch
@@ -23,11 +23,12 @@ from timm.optim import param_groups_layer_decay
 
 from mimzoo.data.labeled import LabeledDataset, LabeledSplits
 from mimzoo.engine.config import MAX_LR
+from mimzoo.engine.defaults import default_workers, resolve_warmup
 from mimzoo.engine.distributed import DistContext
 from mimzoo.engine.features import POOLS, backbone_data_config
 from mimzoo.engine.report import Reporter
 from mimzoo.engine.supervised import LoopConfig, SupervisedLoop
-from mimzoo.errors import MimzooError, check_settings, in_range, one_line, one_of
+from mimzoo.errors import MimzooError, check_settings, in_range, in_range_if_set, one_line, one_of
 
 
 @dataclass
@@ -35,7 +36,7 @@ class FinetuneConfig:
     """Defaults are MAE's ViT-B recipe (methods.md section 1: FINETUNE.md)."""
 
     epochs: int = 100
-    warmup_epochs: int = 5
+    warmup_epochs: float | None = None  # None = RECIPE_WARMUP, at most a quarter of the epochs
     batch_size: int = 64  # per process
     blr: float = 5e-4  # lr = blr x effective batch / 256
     min_lr: float = 1e-6
@@ -51,15 +52,16 @@ class FinetuneConfig:
     auto_augment: str = "rand-m9-mstd0.5-inc1-mmax9"
     pool: str = "avg"  # avg (+ fresh fc_norm, MAE) | token (cls after the pretrained norm)
     clip_grad: float | None = None
-    workers: int = 4
+    workers: int = field(default_factory=default_workers)
     out: str = "runs/finetune"
     resume: bool = False
+    RECIPE_WARMUP: ClassVar[int] = 5
 
     def validate(self) -> None:
         check_settings([
             one_of("--pool", self.pool, POOLS),
             in_range("--epochs", self.epochs, 1),
-            in_range("--warmup-epochs", self.warmup_epochs, 0),
+            in_range_if_set("--warmup-epochs", self.warmup_epochs, 0),
             in_range("--batch-size", self.batch_size, 1),
             in_range("--blr", self.blr, 0, MAX_LR, low_open=True),
             in_range("--min-lr", self.min_lr, 0, MAX_LR),
@@ -70,7 +72,7 @@ class FinetuneConfig:
             in_range("--mixup", self.mixup, 0),
             in_range("--cutmix", self.cutmix, 0),
             in_range("--reprob", self.reprob, 0, 1),
-            in_range("--clip-grad", self.clip_grad, 0, low_open=True) if self.clip_grad is not None else (True, ""),
+            in_range_if_set("--clip-grad", self.clip_grad, 0, low_open=True),
             in_range("--workers", self.workers, 0),
             (not (self.mixup > 0 or self.cutmix > 0) or self.batch_size % 2 == 0,
              f"Mixup/CutMix pair the images of a batch; use an even --batch-size, not {self.batch_size}"),
@@ -113,6 +115,7 @@ def build_classifier(backbone: VisionTransformer, num_classes: int, cfg: Finetun
 def finetune(backbone: VisionTransformer, splits: LabeledSplits, cfg: FinetuneConfig, ctx: DistContext,
              reporter: Reporter) -> dict[str, Any]:
     """Fine-tune; returns the results (``supervised.write_results``), also written to OUT/results.json."""
+    cfg = replace(cfg, warmup_epochs=resolve_warmup(cfg.warmup_epochs, cfg.RECIPE_WARMUP, cfg.epochs))
     num_classes = len(splits.classes)
     model = build_classifier(backbone, num_classes, cfg).to(ctx.device)
     groups = param_groups_layer_decay(model, cfg.weight_decay, no_weight_decay_list=model.no_weight_decay(),

@@ -10,9 +10,9 @@ Two paths train the same head:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from timm.data import create_transform
@@ -24,6 +24,7 @@ from torch import nn
 from mimzoo.data.labeled import LabeledDataset, LabeledSplits
 from mimzoo.engine.checkpoint import CHECKPOINT, load_checkpoint, resumable, save_checkpoint
 from mimzoo.engine.config import MAX_LR
+from mimzoo.engine.defaults import default_workers, resolve_warmup
 from mimzoo.engine.distributed import DistContext
 from mimzoo.engine.features import POOLS, backbone_data_config, dataset_features, pool_tokens
 from mimzoo.engine.report import Reporter
@@ -35,7 +36,7 @@ from mimzoo.engine.supervised import (
     non_finite,
     write_results,
 )
-from mimzoo.errors import Interrupted, MimzooError, check_settings, in_range, one_of
+from mimzoo.errors import Interrupted, MimzooError, check_settings, in_range, in_range_if_set, one_of
 
 CACHED_MAX_IMAGES = 100_000
 MODES = ("auto", "cached", "augmented")
@@ -50,13 +51,14 @@ class LinprobeConfig:
     mode: str = "auto"  # auto | cached | augmented
     optimizer: str = "lars"  # lars | sgd
     epochs: int = 90
-    warmup_epochs: int = 10
+    warmup_epochs: float | None = None  # None = RECIPE_WARMUP, at most a quarter of the epochs
     batch_size: int = 256
     blr: float = 0.1
     weight_decay: float = 0.0
-    workers: int = 4
+    workers: int = field(default_factory=default_workers)
     out: str = "runs/linprobe"
     resume: bool = False
+    RECIPE_WARMUP: ClassVar[int] = 10
 
     def validate(self) -> None:
         check_settings([
@@ -64,7 +66,7 @@ class LinprobeConfig:
             one_of("--mode", self.mode, MODES),
             one_of("--optimizer", self.optimizer, OPTIMIZERS),
             in_range("--epochs", self.epochs, 1),
-            in_range("--warmup-epochs", self.warmup_epochs, 0),
+            in_range_if_set("--warmup-epochs", self.warmup_epochs, 0),
             # the head's BatchNorm normalises over the batch: one image has no statistics
             in_range("--batch-size", self.batch_size, 2),
             in_range("--blr", self.blr, 0, MAX_LR, low_open=True),
@@ -133,6 +135,7 @@ def linear_probe(backbone: VisionTransformer, splits: LabeledSplits, cfg: Linpro
                  reporter: Reporter) -> dict[str, Any]:
     """Train the probe head; returns the results (``supervised.write_results``), also written to OUT/results.json."""
     cfg.validate()
+    cfg = replace(cfg, warmup_epochs=resolve_warmup(cfg.warmup_epochs, cfg.RECIPE_WARMUP, cfg.epochs))
     mode = cfg.mode if cfg.mode != "auto" else ("cached" if len(splits.train) <= CACHED_MAX_IMAGES else "augmented")
     data_cfg = backbone_data_config(backbone)
     eval_tf = create_transform(**data_cfg, is_training=False)

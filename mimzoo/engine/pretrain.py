@@ -11,7 +11,7 @@ import json
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,8 @@ from mimzoo.engine.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from mimzoo.engine.config import PretrainConfig
+from mimzoo.engine.config import RECIPE_WARMUP_EPOCHS, PretrainConfig, default_out
+from mimzoo.engine.defaults import resolve_warmup
 from mimzoo.engine.distributed import DistContext
 from mimzoo.engine.init_from import init_from
 from mimzoo.engine.metrics_log import METRICS, append_metrics, truncate_metrics
@@ -86,6 +87,10 @@ def resolve_run_config(cfg: PretrainConfig, resume: bool, explicit: set[str]) ->
     """For a resume, start from the checkpoint's config and apply only options the user gave explicitly."""
     ckpt_path = Path(cfg.out) / CHECKPOINT
     previous_export(Path(cfg.out) / EXPORT)  # a folder the final export could not replace stops the run now
+    if resume and not ckpt_path.exists():
+        runs = sorted(str(p.parent) for p in ckpt_path.parent.parent.glob(f"*/{CHECKPOINT}"))
+        hint = f"; the runs beside it: {', '.join(runs)} (resume one with --out RUN)" if runs else ""
+        raise MimzooError(f"no checkpoint to resume in {cfg.out}; drop --resume to start a new run there{hint}")
     if not resumable(Path(cfg.out), resume):
         _check_fresh_folder(Path(cfg.out))
         return cfg
@@ -132,7 +137,9 @@ def _is_run_config(path: Path) -> bool:
 def pretrain(cfg: PretrainConfig, resume: bool = False, explicit: set[str] | None = None,
              reporter: Reporter | None = None) -> Path:
     """Pretrain ``cfg.method`` on ``cfg.data``; returns the export folder. Works under torchrun."""
+    cfg = replace(cfg, out=cfg.out or default_out(cfg.method))
     cfg = resolve_defaults(resolve_run_config(cfg, resume, explicit or set()))
+    cfg.warmup_epochs = resolve_warmup(cfg.warmup_epochs, RECIPE_WARMUP_EPOCHS, cfg.epochs)
     cfg.validate()
     arch = get_arch(cfg.arch)
     ctx = dist_utils.init_distributed(cfg.device)
@@ -225,7 +232,7 @@ class _Trainer:
             f"{cfg.batch_size} x accum {cfg.accum} x {self.ctx.world_size} processes = {sched.effective_batch}, "
             f"lr = blr {cfg.blr:g} x {sched.effective_batch}/256 = {sched.lr:.3g} (cosine to {cfg.min_lr:g}), "
             f"{sched.steps_per_epoch} steps/epoch, "
-            f"{cfg.epochs} epochs, device {self.ctx.device}"
+            f"{cfg.epochs} epoch{'s' * (cfg.epochs != 1)} ({cfg.warmup_epochs:g} warm-up), device {self.ctx.device}"
         )
         self.scheduler.step_update(self.step)
         self.reporter.start(sched.total_steps, self.step, "pretrain")

@@ -6,10 +6,12 @@ import torch
 from timm.scheduler import CosineLRScheduler
 
 
-def warmup_cosine(optimizer: torch.optim.Optimizer, epochs: int, warmup_epochs: int, steps_per_epoch: int,
+def warmup_cosine(optimizer: torch.optim.Optimizer, epochs: int, warmup_epochs: float, steps_per_epoch: int,
                   min_lr: float) -> CosineLRScheduler:
     """Per-iteration linear warm-up from 0 over ``warmup_epochs``, then half-cosine to ``min_lr``; call
     ``step_update(step)`` with the number of optimizer steps done."""
-    warmup = warmup_epochs * steps_per_epoch
-    return CosineLRScheduler(optimizer, t_initial=max(1, epochs * steps_per_epoch - warmup), lr_min=min_lr,
+    warmup = round(warmup_epochs * steps_per_epoch)
+    # a cosine of 0 or 1 steps runs at most its first step (at the peak lr) whatever its length; 2 gives the same
+    # lr without timm's "will have no effect" warning
+    return CosineLRScheduler(optimizer, t_initial=max(2, epochs * steps_per_epoch - warmup), lr_min=min_lr,
                              warmup_t=warmup, warmup_lr_init=0.0, warmup_prefix=True, t_in_epochs=False)

@@ -9,14 +9,14 @@ resolution, each image padded to a size DPT accepts; padding is ignored by the m
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import segmentation_models_pytorch as smp
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 from timm.models import get_model_args
 from timm.models.vision_transformer import VisionTransformer
 from timm.optim import param_groups_layer_decay
@@ -25,13 +25,15 @@ from torch import nn
 from mimzoo.data.loader import SkipReportingLoader
 from mimzoo.data.segmentation import SegData, SegDataset, check_split
 from mimzoo.engine.config import MAX_LR
+from mimzoo.engine.defaults import default_workers, resolve_warmup
 from mimzoo.engine.distributed import DistContext
 from mimzoo.engine.features import backbone_data_config
 from mimzoo.engine.report import Reporter
 from mimzoo.engine.seg_metrics import SegMeter
 from mimzoo.engine.supervised import LoopConfig, SupervisedLoop
-from mimzoo.errors import MimzooError, check_settings, in_range
+from mimzoo.errors import MimzooError, check_settings, in_range, in_range_if_set
 from mimzoo.hub.dpt_card import write_dpt_card
+from mimzoo.viz.draw import INK, font, line_height
 
 DPT_STRIDE = 32  # DPT's coarsest level is 1/32 of the input
 DEFAULT_IGNORE = 255
@@ -40,7 +42,7 @@ DEFAULT_IGNORE = 255
 @dataclass
 class SegmentConfig:
     epochs: int = 50
-    warmup_epochs: int = 2
+    warmup_epochs: float | None = None  # None = RECIPE_WARMUP, at most a quarter of the epochs
     batch_size: int = 8  # per process
     blr: float = 3.2e-3  # lr = blr x effective batch / 256 (1e-4 at batch 8): AdamW's at the decoder; encoder
     # blocks get layer-decayed fractions of it
@@ -50,22 +52,23 @@ class SegmentConfig:
     crop_size: int = 256  # training crop side, pixels
     ignore_index: int | None = None  # None: the data's void label (CamVid: 11), else DEFAULT_IGNORE
     dice: bool = False
-    workers: int = 4
+    workers: int = field(default_factory=default_workers)
     out: str = "runs/segment"
     resume: bool = False
     previews: int = 4
+    RECIPE_WARMUP: ClassVar[int] = 2
 
     def validate(self) -> None:
         check_settings([
             in_range("--epochs", self.epochs, 1),
-            in_range("--warmup-epochs", self.warmup_epochs, 0),
+            in_range_if_set("--warmup-epochs", self.warmup_epochs, 0),
             in_range("--batch-size", self.batch_size, 1),
             in_range("--blr", self.blr, 0, MAX_LR, low_open=True),
             in_range("--min-lr", self.min_lr, 0, MAX_LR),
             in_range("--weight-decay", self.weight_decay, 0),
             in_range("--layer-decay", self.layer_decay, 0, 1, low_open=True),
             in_range("--crop-size", self.crop_size, 1),
-            in_range("--ignore-index", self.ignore_index, 0) if self.ignore_index is not None else (True, ""),
+            in_range_if_set("--ignore-index", self.ignore_index, 0),
             in_range("--previews", self.previews, 0),
             in_range("--workers", self.workers, 0),
         ])
@@ -147,6 +150,7 @@ def segment(backbone: VisionTransformer, data: SegData, cfg: SegmentConfig, ctx:
     """Train DPT on ``data``; returns the results (the last epoch's mIoU, per-class IoU and pixel accuracy on the
     evaluation split), also in OUT. backbone_name, dataset: what the saved model's card calls them."""
     cfg.validate()
+    cfg = replace(cfg, warmup_epochs=resolve_warmup(cfg.warmup_epochs, cfg.RECIPE_WARMUP, cfg.epochs))
     num_classes, multiple = len(data.classes), input_multiple(backbone)
     if cfg.crop_size % multiple:
         fixed = max(multiple, cfg.crop_size - cfg.crop_size % multiple)
@@ -186,7 +190,8 @@ def segment(backbone: VisionTransformer, data: SegData, cfg: SegmentConfig, ctx:
             "params": f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}",
             "encoder_params": f"{sum(p.numel() for p in model.encoder.parameters()) / 1e6:.1f}",
             "intermediate": "-".join(map(str, intermediate)), "fusion": fusion}, results)
-        save_previews(model, val_set, num_classes, cfg.previews, Path(cfg.out) / "predictions.png", ctx.device)
+        save_previews(model, val_set, num_classes, cfg.previews, Path(cfg.out) / "predictions.png", ctx.device,
+                      data.classes)
     return results
 
 
@@ -197,10 +202,15 @@ def palette(num_classes: int) -> np.ndarray:
     return np.array([*colours, (0, 0, 0)], dtype=np.uint8)
 
 
+PREVIEW_COLUMNS = ("image", "ground truth", "prediction")
+PREVIEW_PAD, PREVIEW_MIN_COLUMN = 8, 110  # px; a column is at least as wide as its title
+
+
 @torch.no_grad()
 def save_previews(model: nn.Module, dataset: SegDataset, num_classes: int, count: int, path: Path,
-                  device: torch.device) -> None:
-    """A PNG with one row per validation image: image | ground truth | prediction (black: ignored)."""
+                  device: torch.device, classes: list[str] | None = None) -> None:
+    """A PNG with a titled column each for image | ground truth | prediction, one row per validation image, and a
+    legend of the class colours (black: ignored)."""
     if count <= 0:
         return
     model.eval()
@@ -211,8 +221,38 @@ def save_previews(model: nn.Module, dataset: SegDataset, num_classes: int, count
         prediction = model(image[None].to(device)).argmax(1)[0].cpu()
         rgb = ((image * dataset.std + dataset.mean).clamp(0, 1) * 255).byte().permute(1, 2, 0).numpy()
         truth = torch.where(mask == dataset.ignore_index, num_classes, mask)
-        rows.append(np.concatenate([rgb, colours[truth.numpy()], colours[prediction.numpy()]], axis=1))
-    width = max(row.shape[1] for row in rows)
-    rows = [np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0))) for row in rows]
+        rows.append((rgb, colours[truth.numpy()], colours[prediction.numpy()]))
+    names = [*(classes or [str(c) for c in range(num_classes)]), "ignored"]
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.concatenate(rows, axis=0)).save(path)
+    preview_figure(rows, names, colours).save(path)
+
+
+def preview_figure(rows: list[tuple[np.ndarray, ...]], names: list[str], colours: np.ndarray) -> Image.Image:
+    """Rows of (H, W, 3) panels under the column titles, then a legend swatch per name in ``colours``."""
+    pad, lh = PREVIEW_PAD, line_height()
+    column = max(PREVIEW_MIN_COLUMN, *(panel.shape[1] for row in rows for panel in row))
+    width = len(PREVIEW_COLUMNS) * (column + pad) + pad
+    entries = [(font().getlength(name) + 24, name, tuple(int(c) for c in colour))
+               for name, colour in zip(names, colours, strict=True)]
+    legend, x, y = [], pad, 0  # (x, line) of each entry, flowing into lines of the figure's width
+    for entry_width, name, colour in entries:
+        if x > pad and x + entry_width > width - pad:
+            x, y = pad, y + 1
+        legend.append((x, y, name, colour))
+        x += entry_width + pad
+    heights = [max(panel.shape[0] for panel in row) for row in rows]
+    legend_top = pad + lh + sum(h + pad for h in heights)
+    canvas = Image.new("RGB", (width, legend_top + (y + 1) * lh + pad), "white")
+    draw = ImageDraw.Draw(canvas)
+    for col, title in enumerate(PREVIEW_COLUMNS):
+        draw.text((pad + col * (column + pad), pad), title, fill=INK, font=font())
+    top = pad + lh
+    for row, height in zip(rows, heights, strict=True):
+        for col, panel in enumerate(row):
+            canvas.paste(Image.fromarray(panel), (pad + col * (column + pad), top))
+        top += height + pad
+    for x, line, name, colour in legend:
+        y0 = legend_top + line * lh
+        draw.rectangle((x, y0 + 2, x + 14, y0 + lh - 3), fill=colour, outline=INK)
+        draw.text((x + 20, y0), name, fill=INK, font=font())
+    return canvas

@@ -37,7 +37,7 @@ from mimzoo.errors import Interrupted, MimzooError
 @dataclass
 class LoopConfig:
     epochs: int
-    warmup_epochs: int
+    warmup_epochs: float
     batch_size: int  # per process
     lr: float
     min_lr: float

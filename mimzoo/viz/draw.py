@@ -53,6 +53,18 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
     return [first + i * step for i in range(int((high - first) / step + 1e-9) + 1)]
 
 
+def tick_labels(ticks: Sequence[float]) -> list[str]:
+    """Labels with just the significant digits that tell evenly spaced ticks apart (0.16665, 0.1667, 0.16675, not
+    0.167 three times)."""
+    if len(ticks) < 2:
+        return [f"{t:.3g}" for t in ticks]
+    step, largest = ticks[1] - ticks[0], max(abs(t) for t in ticks)
+    magnitude = math.floor(math.log10(largest)) if largest else 0
+    # down to the step's second digit (2.5 steps), and never fewer than the integer part (no 1e+03 for 1000)
+    digits = max(1, magnitude + 1, magnitude - math.floor(math.log10(step)) + 2)
+    return [f"{t:.{digits}g}" for t in ticks]
+
+
 def _span(values: Sequence[float], margin: float = 0.0) -> tuple[float, float]:
     """(min, max) widened by ``margin`` of the range on each side, or around a single value so the axis has a
     length."""
@@ -69,21 +81,25 @@ def line_plot(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], title: 
     text, lh = font(), line_height()
     draw.text(((left + right) / 2, top + 4), title, fill=INK, font=text, anchor="ma")
     draw.text(((left + right) / 2, bottom - 4), x_label, fill=INK, font=text, anchor="md")
-    x0, y0, x1, y1 = left + 64, top + lh + 10, right - 14, bottom - 2 * lh - 8  # the axes; labels outside them
+    # a legend (more than one series) to the right of the axes, where it covers no curve
+    legend_width = 30 + max(text.getlength(name) for name in series) if len(series) > 1 else 0
+    x0, y0, x1, y1 = left + 64, top + lh + 10, right - 14 - legend_width, bottom - 2 * lh - 8  # labels outside
     xmin, xmax = _span([x for xs, _ in series.values() for x in xs])
     ymin, ymax = _span([y for _, ys in series.values() for y in ys], margin=0.05)  # curves clear of the frame
 
     def to_px(x: float, y: float) -> tuple[float, float]:
         return x0 + (x - xmin) / (xmax - xmin) * (x1 - x0), y1 - (y - ymin) / (ymax - ymin) * (y1 - y0)
 
-    for tick in nice_ticks(ymin, ymax):
+    y_ticks = nice_ticks(ymin, ymax)
+    for tick, label in zip(y_ticks, tick_labels(y_ticks), strict=True):
         y = to_px(xmin, tick)[1]
         draw.line([(x0, y), (x1, y)], fill=GRID_INK)
-        draw.text((x0 - 5, y), f"{tick:.3g}", fill=INK, font=text, anchor="rm")
-    for tick in nice_ticks(xmin, xmax):
+        draw.text((x0 - 5, y), label, fill=INK, font=text, anchor="rm")
+    x_ticks = nice_ticks(xmin, xmax)
+    for tick, label in zip(x_ticks, tick_labels(x_ticks), strict=True):
         x = to_px(tick, ymin)[0]
         draw.line([(x, y0), (x, y1)], fill=GRID_INK)
-        draw.text((x, y1 + 4), f"{tick:.6g}", fill=INK, font=text, anchor="ma")
+        draw.text((x, y1 + 4), label, fill=INK, font=text, anchor="ma")
     draw.rectangle((x0, y0, x1, y1), outline=INK)
     for colour, (xs, ys) in zip(cycle(PALETTE), series.values()):
         points = [to_px(x, y) for x, y in zip(xs, ys, strict=True)]
@@ -91,11 +107,10 @@ def line_plot(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], title: 
             draw.line(points, fill=colour, width=2)
         else:
             draw.ellipse([(points[0][0] - 3, points[0][1] - 3), (points[0][0] + 3, points[0][1] + 3)], fill=colour)
-    if len(series) > 1:  # a legend at the top right, over the curves
-        legend_x = x1 - 8 - max(text.getlength(name) for name in series)
-        draw.rectangle((legend_x - 26, y0 + 2, x1 - 3, y0 + 6 + len(series) * lh), fill="white", outline=GRID_INK)
+    if legend_width:
+        legend_x = x1 + 34
         for i, (colour, name) in enumerate(zip(cycle(PALETTE), series)):
-            y = y0 + 4 + i * lh
+            y = y0 + i * lh
             draw.line([(legend_x - 22, y + lh / 2), (legend_x - 4, y + lh / 2)], fill=colour, width=3)
             draw.text((legend_x, y), name, fill=INK, font=text)
 

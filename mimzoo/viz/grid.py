@@ -7,6 +7,7 @@ another.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from mimzoo.data.sources import IMAGE_EXTENSIONS
 from mimzoo.data.transforms import to_uint8_tensor
 from mimzoo.engine.checkpoint import CHECKPOINT
 from mimzoo.engine.config import PretrainConfig
+from mimzoo.engine.distributed import resolve_device
 from mimzoo.engine.report import Reporter
 from mimzoo.errors import MimzooError
 from mimzoo.hub.export import load_pretrainer, load_run
@@ -32,6 +34,7 @@ from mimzoo.zoo import ZOO
 DEMO_PHOTOS = Path(__file__).resolve().parents[1] / "data" / "demo_photos"
 MAX_IMAGES = 32
 MIN_CELL, PAD, LABEL_LINES = 128, 8, 2
+FIGURE = "reconstructions.png"
 
 
 def load_method(source: Path | str) -> tuple[Pretrainer, PretrainConfig]:
@@ -143,13 +146,30 @@ def reconstruction_grid(shown: Reconstruction, title: str) -> Image.Image:
     return canvas
 
 
-def visualize(checkpoint: Path, out: Path, images: Sequence[Path] | None = None, mask_ratio: float | None = None,
-              seed: int = 0, reporter: Reporter | None = None) -> Reconstruction:
+def default_figure(source: Path | str) -> Path:
+    """Where the figure of ``source`` goes by default: into a run folder, as ``mimzoo plot`` writes its curves; beside
+    an export folder (whose files are what a push uploads); for a backbone spec (``hf-hub:ORG/NAME``, a zoo name),
+    into the current folder, named after the spec."""
+    folder = Path(source)
+    if (folder / CHECKPOINT).is_file():
+        return folder / FIGURE
+    if folder.is_dir():
+        return folder.parent / f"{folder.name}-{FIGURE}"
+    return Path(f"{re.sub(r'[^A-Za-z0-9._-]+', '-', str(source)).strip('-.')}-{FIGURE}")
+
+
+def visualize(checkpoint: Path, out: Path | None = None, images: Sequence[Path] | None = None,
+              mask_ratio: float | None = None, seed: int = 0, reporter: Reporter | None = None,
+              device: str = "cpu") -> tuple[Reconstruction, Path]:
     """Write the reconstruction figure of ``checkpoint`` (a run or export folder, see :func:`load_method`) on
-    ``images`` (default: the demo photos) to ``out``; returns what it drew. ``reporter`` hears of skipped images."""
+    ``images`` (default: the demo photos) to ``out`` (default: :func:`default_figure`), computed on ``device``
+    (auto, cpu, cuda, cuda:N); returns what it drew and where. ``reporter`` hears of skipped images."""
     model, cfg = load_method(checkpoint)
+    target = resolve_device(device)
     size = view_size(get_arch(cfg.arch), cfg)  # zoom-in takes a larger view, zoom-out a smaller one
-    shown = reconstruct(model, load_views(image_files(images), size, reporter), seed, mask_ratio)
+    views = load_views(image_files(images), size, reporter).to(target)
+    shown = reconstruct(model.to(target), views, seed, mask_ratio)
     recipe = [f"{cfg.method} ({' + '.join(parts(cfg))})", cfg.arch, f"mask ratio {model.mask_ratio:g}", f"seed {seed}"]
+    out = Path(out) if out is not None else default_figure(checkpoint)
     save(reconstruction_grid(shown, f"{checkpoint}: " + ", ".join(recipe)), out)
-    return shown
+    return shown, out
