@@ -81,6 +81,14 @@ def cli():
     return lambda *args: runner.invoke(app, [str(a) for a in args])
 
 
+def save_run_checkpoint(path: Path, config: dict) -> None:
+    """A checkpoint with every entry pretraining's has (empty but for ``config``): what a resume reads first."""
+    from mimzoo.engine.checkpoint import save_checkpoint
+
+    entries = dict.fromkeys(("model", "optimizer", "scheduler", "rng"), {}) | {"step": 0, "skipped": 0}
+    save_checkpoint(path, {**entries, "config": config})
+
+
 def tiny_pretrain_args(data: Path, out: Path, *extra) -> list[str]:
     return ["pretrain", "--data", data, "--arch", TINY_ARCH, "--out", out, "--batch-size", "8", "--epochs", "1",
             "--warmup-epochs", "0", "--workers", "0", "--blr", "1e-3", *extra]

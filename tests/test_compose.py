@@ -8,10 +8,9 @@ import pytest
 import torch
 from test_pretrain_cli import error_line
 
-from conftest import TINY_ARCH, tiny_pretrain_args
+from conftest import TINY_ARCH, save_run_checkpoint, tiny_pretrain_args
 from mimzoo.archs import get_arch
 from mimzoo.data.sources import BUILTIN_SAMPLE
-from mimzoo.engine.checkpoint import save_checkpoint
 from mimzoo.engine.config import PretrainConfig
 from mimzoo.engine.pretrain import resolve_run_config
 from mimzoo.errors import MimzooError
@@ -81,7 +80,7 @@ def test_each_combination_trains_reconstructs_and_exports(cli, one_batch_pack, t
     assert record["pretraining"]["steps"] == 1 and " + ".join(record["parts"]) == described
     assert f"**Method:** {config['method']} = {described}" in (export / "README.md").read_text()
     # the figure rebuilds the whole pretrainer from the export, strictly, and draws the parts' panels
-    shown = visualize(export, tmp_path / "grid.png", images=[sorted(DEMO_PHOTOS.glob("*.jpg"))[0]])
+    shown, _ = visualize(export, tmp_path / "grid.png", images=[sorted(DEMO_PHOTOS.glob("*.jpg"))[0]])
     assert (tmp_path / "grid.png").is_file() and set(panels) <= set(shown.panels)
     encoder, _ = load_backbone(str(export))  # a plain timm ViT, strictly loaded
     assert encoder.patch_embed.proj.weight.shape[-1] == 4
@@ -134,8 +133,7 @@ def test_a_resume_keeps_the_parts_and_an_older_config_reads_as_what_it_ran(tmp_p
     out = tmp_path / "run"
     out.mkdir()
     ran = resolve_defaults(PretrainConfig(method="pixmim", arch=TINY_ARCH, out=str(out), mask_unit=2, fusion=True))
-    entries = dict.fromkeys(("model", "optimizer", "scheduler", "rng"), {}) | {"step": 0, "skipped": 0}
-    save_checkpoint(out / "checkpoint.pt", {**entries, "config": ran.to_dict()})
+    save_run_checkpoint(out / "checkpoint.pt", ran.to_dict())
     for key, value in [("mask_unit", 1), ("fusion", False), ("degradation", "blur")]:
         with pytest.raises(MimzooError, match=f"pretrained with {key} "):
             resolve_run_config(PretrainConfig(out=str(out), **{key: value}), resume=True, explicit={"out", key})

@@ -260,7 +260,7 @@ def test_each_degradation_pretrains(cli, npz_pack, tmp_path, name, extra, ratio)
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--method", "misalign", "--degradation", "sharpen"], "unknown degradation 'sharpen'"),
+    (["--method", "misalign", "--mask-ratio", "1"], "--mask-ratio must be in [0, 1)"),
     (["--method", "mae", "--degradation", "zoom-in"], "--method mae does not take --degradation zoom-in: it changes "
                                                       "the view's geometry"),
 ])

@@ -5,9 +5,8 @@ import fnmatch
 import pytest
 import torch
 
-from conftest import TINY_ARCH
+from conftest import TINY_ARCH, save_run_checkpoint
 from mimzoo.archs import get_arch
-from mimzoo.engine.checkpoint import save_checkpoint
 from mimzoo.engine.config import PretrainConfig
 from mimzoo.engine.pretrain import LEGACY_NO_WEIGHT_DECAY, resolve_run_config, weight_decay_groups
 from mimzoo.methods import get_method, resolve_defaults
@@ -67,7 +66,7 @@ def test_resume_keeps_the_runs_recipe_and_an_older_run_its_weight_decay_list(tmp
     out = tmp_path / "run"
     out.mkdir()
     ran = resolve_defaults(PretrainConfig(method="localmim", arch=TINY_ARCH, out=str(out), blr=5e-4))
-    save_checkpoint(out / "checkpoint.pt", {"config": ran.to_dict()})
+    save_run_checkpoint(out / "checkpoint.pt", ran.to_dict())
     given = PretrainConfig(out=str(out), epochs=3)
     resumed = resolve_defaults(resolve_run_config(given, resume=True, explicit={"out", "epochs"}))
     assert (resumed.blr, resumed.min_lr, resumed.no_weight_decay, resumed.epochs) == (5e-4, 1e-6, [], 3)
@@ -75,6 +74,6 @@ def test_resume_keeps_the_runs_recipe_and_an_older_run_its_weight_decay_list(tmp
     assert lowered.min_lr == 0.0
     # a checkpoint from before config.json recorded the list was trained with the one list every method used
     old = {k: v for k, v in ran.to_dict().items() if k != "no_weight_decay"}
-    save_checkpoint(out / "checkpoint.pt", {"config": old})
+    save_run_checkpoint(out / "checkpoint.pt", old)
     resumed = resolve_defaults(resolve_run_config(PretrainConfig(out=str(out)), resume=True, explicit={"out"}))
     assert resumed.no_weight_decay == LEGACY_NO_WEIGHT_DECAY

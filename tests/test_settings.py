@@ -28,7 +28,6 @@ SETTINGS = [
     ("linprobe", ["--batch-size", "1"], "--batch-size must be at least 2"),
     ("linprobe", ["--batch-size", "0"], "--batch-size must be at least 2"),
     ("linprobe", ["--weight-decay", "-1"], "--weight-decay must be at least 0"),
-    ("linprobe", ["--mode", "fast"], "unknown --mode 'fast'"),
     ("finetune", ["--epochs", "0"], "--epochs must be at least 1"),
     ("finetune", ["--blr", "-1"], "--blr must be in (0, 10]"),
     ("finetune", ["--drop-path", "2"], "--drop-path must be in [0, 1)"),
