@@ -22,12 +22,11 @@ from timm.models.vision_transformer import VisionTransformer
 from timm.optim import param_groups_layer_decay
 
 from mimzoo.data.labeled import LabeledDataset, LabeledSplits
-from mimzoo.engine.config import MAX_LR
 from mimzoo.engine.defaults import default_workers, resolve_warmup
 from mimzoo.engine.distributed import DistContext
 from mimzoo.engine.features import POOLS, backbone_data_config
 from mimzoo.engine.report import Reporter
-from mimzoo.engine.supervised import LoopConfig, SupervisedLoop
+from mimzoo.engine.supervised import LoopConfig, SupervisedLoop, fine_tuning_checks
 from mimzoo.errors import MimzooError, check_settings, in_range, in_range_if_set, one_line, one_of
 
 
@@ -59,21 +58,14 @@ class FinetuneConfig:
 
     def validate(self) -> None:
         check_settings([
+            *fine_tuning_checks(self),
             one_of("--pool", self.pool, POOLS),
-            in_range("--epochs", self.epochs, 1),
-            in_range_if_set("--warmup-epochs", self.warmup_epochs, 0),
-            in_range("--batch-size", self.batch_size, 1),
-            in_range("--blr", self.blr, 0, MAX_LR, low_open=True),
-            in_range("--min-lr", self.min_lr, 0, MAX_LR),
-            in_range("--weight-decay", self.weight_decay, 0),
-            in_range("--layer-decay", self.layer_decay, 0, 1, low_open=True),
             in_range("--drop-path", self.drop_path, 0, 1, high_open=True),
             in_range("--smoothing", self.smoothing, 0, 1, high_open=True),
             in_range("--mixup", self.mixup, 0),
             in_range("--cutmix", self.cutmix, 0),
             in_range("--reprob", self.reprob, 0, 1),
             in_range_if_set("--clip-grad", self.clip_grad, 0, low_open=True),
-            in_range("--workers", self.workers, 0),
             (not (self.mixup > 0 or self.cutmix > 0) or self.batch_size % 2 == 0,
              f"Mixup/CutMix pair the images of a batch; use an even --batch-size, not {self.batch_size}"),
         ])

@@ -24,13 +24,12 @@ from torch import nn
 
 from mimzoo.data.loader import SkipReportingLoader
 from mimzoo.data.segmentation import SegData, SegDataset, check_split
-from mimzoo.engine.config import MAX_LR
 from mimzoo.engine.defaults import default_workers, resolve_warmup
 from mimzoo.engine.distributed import DistContext
 from mimzoo.engine.features import backbone_data_config
 from mimzoo.engine.report import Reporter
 from mimzoo.engine.seg_metrics import SegMeter
-from mimzoo.engine.supervised import LoopConfig, SupervisedLoop
+from mimzoo.engine.supervised import LoopConfig, SupervisedLoop, fine_tuning_checks
 from mimzoo.errors import MimzooError, check_settings, in_range, in_range_if_set
 from mimzoo.hub.dpt_card import write_dpt_card
 from mimzoo.viz.draw import INK, font, line_height
@@ -60,17 +59,10 @@ class SegmentConfig:
 
     def validate(self) -> None:
         check_settings([
-            in_range("--epochs", self.epochs, 1),
-            in_range_if_set("--warmup-epochs", self.warmup_epochs, 0),
-            in_range("--batch-size", self.batch_size, 1),
-            in_range("--blr", self.blr, 0, MAX_LR, low_open=True),
-            in_range("--min-lr", self.min_lr, 0, MAX_LR),
-            in_range("--weight-decay", self.weight_decay, 0),
-            in_range("--layer-decay", self.layer_decay, 0, 1, low_open=True),
+            *fine_tuning_checks(self),
             in_range("--crop-size", self.crop_size, 1),
             in_range_if_set("--ignore-index", self.ignore_index, 0),
             in_range("--previews", self.previews, 0),
-            in_range("--workers", self.workers, 0),
         ])
 
 

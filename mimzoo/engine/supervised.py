@@ -28,11 +28,26 @@ from mimzoo.data.loader import SkipReportingLoader
 from mimzoo.engine import distributed as dist_utils
 from mimzoo.engine.atomic import atomic_path
 from mimzoo.engine.checkpoint import CHECKPOINT, load_checkpoint, resumable, rng_state, save_checkpoint, set_rng_state
+from mimzoo.engine.config import MAX_LR
 from mimzoo.engine.distributed import DistContext
 from mimzoo.engine.report import Reporter
 from mimzoo.engine.schedule import warmup_cosine
-from mimzoo.errors import Interrupted, MimzooError
+from mimzoo.errors import Interrupted, MimzooError, in_range, in_range_if_set
 
+
+def fine_tuning_checks(cfg: Any) -> list[tuple[bool, str]]:
+    """The range checks of the settings that finetune and segment share (epochs, warm-up, batch, lrs, decays,
+    workers), for their ``validate``."""
+    return [
+        in_range("--epochs", cfg.epochs, 1),
+        in_range_if_set("--warmup-epochs", cfg.warmup_epochs, 0),
+        in_range("--batch-size", cfg.batch_size, 1),
+        in_range("--blr", cfg.blr, 0, MAX_LR, low_open=True),
+        in_range("--min-lr", cfg.min_lr, 0, MAX_LR),
+        in_range("--weight-decay", cfg.weight_decay, 0),
+        in_range("--layer-decay", cfg.layer_decay, 0, 1, low_open=True),
+        in_range("--workers", cfg.workers, 0),
+    ]
 
 @dataclass
 class LoopConfig:
