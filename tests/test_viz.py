@@ -1,5 +1,6 @@
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,7 +24,7 @@ from mimzoo.targets import (
     unpatchify,
 )
 from mimzoo.viz import curve_panels, grid_columns, image_files, load_views, plot_run, reconstruct, reconstruction_grid
-from mimzoo.viz.grid import DEMO_PHOTOS, PAD, grid_cell
+from mimzoo.viz.grid import DEMO_PHOTOS, PAD, default_figure, grid_cell
 from mimzoo.viz.plots import COLUMNS, PANEL_HEIGHT, PANEL_WIDTH
 
 STANDARD = ["original", "masked input", "reconstruction", "reconstruction + visible patches"]
@@ -241,3 +242,9 @@ def test_a_pretrainer_file_that_does_not_fit_its_config_is_one_line(cli, finishe
     save_file(weights, export / "pretrainer.safetensors")
     line = error_line(cli("visualize", export))
     assert "pretrainer.safetensors does not fit a mae vit_tiny_patch4_32 model" in line and "mask_token" in line
+
+
+def test_the_figure_of_a_backbone_spec_goes_into_the_current_folder_named_after_it():
+    # a spec is not a path: its slashes and colons must not name folders (or climb out of the current one)
+    assert default_figure("hf-hub:lab/tiny@v1") == Path("hf-hub-lab-tiny-v1-reconstructions.png")
+    assert default_figure("../../etc/passwd") == Path("etc-passwd-reconstructions.png")
