@@ -22,7 +22,3 @@ DataDevice = Choice("DataDevice", {n: n for n in ("cpu", "gpu")})
 Pool = Choice("Pool", {n: n for n in ("token", "avg")})
 ProbeMode = Choice("ProbeMode", {n: n for n in ("auto", "cached", "augmented")})
 ProbeOptimizer = Choice("ProbeOptimizer", {n: n for n in ("lars", "sgd")})
-
-
-def value(choice: Choice | None) -> str | None:
-    return None if choice is None else choice.value

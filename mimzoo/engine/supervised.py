@@ -49,6 +49,7 @@ def fine_tuning_checks(cfg: Any) -> list[tuple[bool, str]]:
         in_range("--workers", cfg.workers, 0),
     ]
 
+
 @dataclass
 class LoopConfig:
     epochs: int
@@ -61,16 +62,15 @@ class LoopConfig:
     resume: bool = False
     clip_grad: float | None = None
     eval_batch_size: int | None = None  # None = batch_size
-    lr_option: str = "--blr"  # the option a diverging run should lower
 
 
 CHECKPOINT_KEYS = ("model", "optimizer", "epoch", "history")
 
 
-def non_finite(cfg: LoopConfig, epoch: int) -> MimzooError:
+def non_finite(epoch: int) -> MimzooError:
     """The error of a training loss that became NaN or infinite: nothing of the run is recorded."""
     return MimzooError(f"non-finite training loss in epoch {epoch}: training diverged and nothing was recorded; "
-                       f"lower {cfg.lr_option} and start again in a new --out")
+                       "lower --blr and start again in a new --out")
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: LoopConfig, steps_per_epoch: int) -> CosineLRScheduler:
@@ -238,5 +238,5 @@ class SupervisedLoop:
             self.reporter.update(step, {"loss": loss.item()} if step % 10 == 0 else {})
         mean = dist_utils.mean_across_ranks(self.ctx, total / steps).item()
         if not math.isfinite(mean):
-            raise non_finite(self.cfg, self.epoch + 1)
+            raise non_finite(self.epoch + 1)
         return mean
