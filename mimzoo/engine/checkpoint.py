@@ -65,7 +65,9 @@ def resumable(out: Path, resume: bool) -> bool:
     """Whether a run in ``out`` continues from its checkpoint: ``--resume`` needs one, a new run must not find one."""
     exists = (Path(out) / CHECKPOINT).exists()
     if resume and not exists:
-        raise MimzooError(f"no checkpoint to resume in {out}; drop --resume to start a new run there")
+        runs = sorted(str(p.parent) for p in Path(out).parent.glob(f"*/{CHECKPOINT}"))
+        hint = f"; the runs beside it: {', '.join(runs)} (resume one with --out RUN)" if runs else ""
+        raise MimzooError(f"no checkpoint to resume in {out}; drop --resume to start a new run there{hint}")
     if not resume and exists:
         raise MimzooError(f"{out} already holds a run; continue it with --resume or choose a new --out")
     return resume

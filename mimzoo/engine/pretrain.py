@@ -87,10 +87,6 @@ def resolve_run_config(cfg: PretrainConfig, resume: bool, explicit: set[str]) ->
     """For a resume, start from the checkpoint's config and apply only options the user gave explicitly."""
     ckpt_path = Path(cfg.out) / CHECKPOINT
     previous_export(Path(cfg.out) / EXPORT)  # a folder the final export could not replace stops the run now
-    if resume and not ckpt_path.exists():
-        runs = sorted(str(p.parent) for p in ckpt_path.parent.parent.glob(f"*/{CHECKPOINT}"))
-        hint = f"; the runs beside it: {', '.join(runs)} (resume one with --out RUN)" if runs else ""
-        raise MimzooError(f"no checkpoint to resume in {cfg.out}; drop --resume to start a new run there{hint}")
     if not resumable(Path(cfg.out), resume):
         _check_fresh_folder(Path(cfg.out))
         return cfg
