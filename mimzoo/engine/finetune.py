@@ -84,7 +84,6 @@ def build_classifier(backbone: VisionTransformer, num_classes: int, cfg: Finetun
     Only the head (and, with avg pooling, a fresh ``fc_norm`` replacing the final ``norm``) may differ; any
     other mismatch means the weights do not fit the architecture.
     """
-    cfg.validate()
     pool = cfg.pool
     model_args = {**get_model_args(backbone), "num_classes": num_classes, "global_pool": pool}
     model = timm.create_model(backbone.pretrained_cfg["architecture"], pretrained=False,
@@ -107,6 +106,7 @@ def build_classifier(backbone: VisionTransformer, num_classes: int, cfg: Finetun
 def finetune(backbone: VisionTransformer, splits: LabeledSplits, cfg: FinetuneConfig, ctx: DistContext,
              reporter: Reporter) -> dict[str, Any]:
     """Fine-tune; returns the results (``supervised.write_results``), also written to OUT/results.json."""
+    cfg.validate()
     cfg = replace(cfg, warmup_epochs=resolve_warmup(cfg.warmup_epochs, cfg.RECIPE_WARMUP, cfg.epochs))
     num_classes = len(splits.classes)
     model = build_classifier(backbone, num_classes, cfg).to(ctx.device)
