@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from mimzoo.data.labeled import open_labeled
-from mimzoo.data.limit import limit_labeled, subset_positions
+from mimzoo.data.limit import limit_labeled, limit_source, subset_positions
+from mimzoo.data.sources import open_source
 from mimzoo.engine.defaults import default_workers, resolve_warmup
 from mimzoo.engine.schedule import warmup_cosine
 from mimzoo.errors import MimzooError
@@ -59,3 +60,13 @@ def test_limit_takes_the_same_seeded_subset_of_each_split():
     splits = limit_labeled(open_labeled("builtin"), 50, seed=0)
     assert (len(splits.train), len(splits.val), splits.val_name) == (50, 50, "test")
     assert splits.train.source.split == "train" and len(set(splits.train.labels)) > 5
+
+
+def test_pretrain_limit_keeps_the_same_images_of_a_pack_or_a_folder(npz_pack, image_folder):
+    for source in (open_source(str(npz_pack)), open_source(str(image_folder))):
+        part, picked = limit_source(source, 12, seed=3), subset_positions(len(source), 12, 3)
+        assert type(part) is type(source) and len(part) == 12 and len(source) > 12
+        for i, j in enumerate(picked):
+            assert np.array_equal(np.asarray(part.load(i)), np.asarray(source.load(j)))
+            assert part.labels[i] == source.labels[j]
+        assert limit_source(source, len(source), 3) is source

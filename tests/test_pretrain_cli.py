@@ -59,6 +59,14 @@ def test_export_holds_encoder_only_and_loads_in_plain_timm(finished_run, tmp_pat
     assert torch.allclose(encoder.eval().forward_features(x), torch.load(tmp_path / "feats.pt"), atol=1e-6)
 
 
+def test_limit_trains_on_a_seeded_subset_and_is_recorded(cli, npz_pack, tmp_path):
+    out = tmp_path / "trial"
+    result = cli(*tiny_pretrain_args(npz_pack, out, "--limit", "16"))
+    assert result.exit_code == 0, result.output
+    assert "(16 images)" in result.output and "2 steps/epoch" in result.output
+    assert json.loads((out / "config.json").read_text())["limit"] == 16
+
+
 def test_existing_run_needs_resume(finished_run, cli, npz_pack):
     out, _ = finished_run
     result = cli(*tiny_pretrain_args(npz_pack, out))

@@ -59,6 +59,9 @@ def pretrain(
     data: Annotated[str | None, typer.Option(
         help="Image folder, PACK.npz[:split], or builtin (the 2,000-image CIFAR-10 sample); needed for a new run, "
         "except with --demo.", show_default=False)] = None,
+    limit: Annotated[int | None, typer.Option(
+        help="A trial on N images of --data (the same seeded subset every time); recorded in config.json.",
+        show_default="all")] = None,
     demo: Annotated[bool, typer.Option(
         "--demo", help=f"The demo, a few CPU minutes: {DEMO_HELP}; other options change it.")] = False,
     epochs: Annotated[int, typer.Option(help="Epochs (MAE recipe: 400-1600).")] = RECIPE["epochs"],

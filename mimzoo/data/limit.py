@@ -1,4 +1,5 @@
-"""``--limit N``: a short trial of a downstream command on N images of each split, the same N every time."""
+"""``--limit N``: a short trial on N images (of each split, downstream; of ``--data``, pretraining), the same N every
+time."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import numpy as np
 
 from mimzoo.data.labeled import LabeledSplits, Split
 from mimzoo.data.segmentation import SegData, SegSplit
+from mimzoo.data.sources import ImageFolderSource, NpzPackSource
 from mimzoo.errors import MimzooError
 
 
@@ -34,3 +36,9 @@ def limit_segmentation(data: SegData, limit: int | None, seed: int) -> SegData:
         return split if limit is None else split.subset(subset_positions(len(split), limit, seed))
 
     return dataclasses.replace(data, train=cut(data.train), val=cut(data.val))
+
+
+def limit_source(source: ImageFolderSource | NpzPackSource, limit: int | None,
+                 seed: int) -> ImageFolderSource | NpzPackSource:
+    positions = subset_positions(len(source), limit, seed)
+    return source if len(positions) == len(source) else source.subset(positions)

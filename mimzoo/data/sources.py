@@ -10,6 +10,7 @@ Data specs on the command line:
 
 from __future__ import annotations
 
+import copy
 import io
 import zipfile
 import zlib
@@ -54,6 +55,12 @@ class ImageFolderSource:
 
     def describe(self, index: int) -> str:
         return str(self.paths[index])
+
+    def subset(self, positions: np.ndarray) -> ImageFolderSource:
+        """The images at ``positions`` (``--limit``), with the labels and classes of the whole folder."""
+        part = copy.copy(self)
+        part.paths, part.labels = [self.paths[i] for i in positions], self.labels[positions]
+        return part
 
 
 class NpzPack:
@@ -130,6 +137,15 @@ class NpzPackSource:
 
     def describe(self, index: int) -> str:
         return f"{self.path}:{self.split}[{index}]"
+
+    def subset(self, positions: np.ndarray) -> NpzPackSource:
+        """The images at ``positions`` (``--limit``) as a pack of their own: their bytes, one after another."""
+        part = copy.copy(self)
+        starts, ends = self.offsets[positions], self.offsets[positions + 1]
+        part.buffer = np.concatenate([self.buffer[a:b] for a, b in zip(starts, ends, strict=True)])
+        part.offsets = np.concatenate([[0], np.cumsum(ends - starts)])
+        part.labels = self.labels[positions]
+        return part
 
 
 def open_source(spec: str) -> ImageFolderSource | NpzPackSource:

@@ -20,6 +20,7 @@ class PretrainConfig:
     method: str = "mae"
     arch: str = "vit_base_patch16_224"
     data: str = "builtin"
+    limit: int | None = None  # a trial on this many images of --data (a seeded subset, the same every time)
     out: str | None = None  # None = runs/METHOD
     epochs: int = 400
     warmup_epochs: float | None = None  # None = RECIPE_WARMUP_EPOCHS, at most a quarter of the epochs (defaults.py)
@@ -71,6 +72,7 @@ class PretrainConfig:
     def validate(self) -> None:
         check_settings([
             in_range("--epochs", self.epochs, 1),
+            in_range_if_set("--limit", self.limit, 1),
             in_range("--warmup-epochs", self.warmup_epochs, 0, self.epochs),
             in_range("--batch-size", self.batch_size, 1),
             in_range("--accum", self.accum, 1),

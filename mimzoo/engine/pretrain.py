@@ -20,6 +20,7 @@ from timm.optim import param_groups_weight_decay
 from torch.nn.parallel import DistributedDataParallel
 
 from mimzoo.archs import get_arch
+from mimzoo.data.limit import limit_source
 from mimzoo.data.loader import SkippedImages, normalize
 from mimzoo.data.pipeline import view_pipeline
 from mimzoo.data.sources import open_source
@@ -153,7 +154,7 @@ class _Trainer:
         self.cfg, self.arch, self.ctx, self.reporter = cfg, arch, ctx, reporter
         self.run_dir = Path(cfg.out)
         spec = get_method(cfg.method)
-        source = open_source(cfg.data)
+        source = limit_source(open_source(cfg.data), cfg.limit, cfg.seed)
         pipeline = view_pipeline(source, make_view(cfg.crop, view_size(arch, cfg)), cfg.seed, cfg.data_device,
                                  ctx.device, cfg.batch_size, cfg.workers, ctx.world_size, ctx.rank)
         self.dataset, self.sampler, self.loader = pipeline.dataset, pipeline.sampler, pipeline.loader
