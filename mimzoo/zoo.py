@@ -23,7 +23,7 @@ RESULTS_FILE = Path(__file__).with_name("zoo_results.json")
 # there: 100 epochs, batch 512, blr 1.5e-4, 10 warm-up epochs. Every CIFAR entry gets this same budget.
 CIFAR_RECIPE: dict[str, Any] = {"arch": "vit_tiny_patch4_32", "epochs": 100, "warmup_epochs": 10,
                                 "batch_size": 512, "blr": 1.5e-4}
-CIFAR_EVALS = ("knn", "linprobe", "finetune")
+CIFAR_EVALS = ("knn", "linprobe", "linprobe_adamw", "finetune")
 
 
 @dataclass(frozen=True)

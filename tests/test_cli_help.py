@@ -13,6 +13,7 @@ def test_choices_match_the_library():
     from mimzoo.data.transforms import VIEWS
     from mimzoo.degradations import DEGRADATIONS
     from mimzoo.engine.features import POOLS
+    from mimzoo.engine.linprobe import MODES, OPTIMIZERS
     from mimzoo.methods import METHODS
 
     def names(enum):
@@ -22,6 +23,7 @@ def test_choices_match_the_library():
     assert names(choices.Method) == list(METHODS) and names(choices.Crop) == list(VIEWS)
     assert set(names(choices.Target)) == targets and names(choices.Degradation) == list(DEGRADATIONS)
     assert names(choices.Pool) == list(POOLS)
+    assert names(choices.ProbeMode) == list(MODES) and names(choices.ProbeOptimizer) == list(OPTIMIZERS)
 
 
 @pytest.mark.parametrize("command", ["pretrain", "knn", "linprobe", "finetune", "segment", "visualize", "plot",

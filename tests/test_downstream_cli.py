@@ -45,12 +45,17 @@ def test_linprobe_and_finetune_report_the_last_epoch_and_the_hub_tells_tasks_apa
     assert results["split"] == "test" and results["val"]["split"] == "val-carve"
     assert "test top-1" in tune.output and "val-carve: last" in tune.output
     assert cli("knn", export, "--data", npz_with_test, "--workers", "0", "--out", tmp_path / "knn").exit_code == 0
+    # the anchor's protocol: AdamW at its own default lr, and a row of its own beside MAE's probe
+    adamw = cli("linprobe", export, *common, "--optimizer", "adamw", "--out", tmp_path / "lp-adamw")
+    assert adamw.exit_code == 0, adamw.output
+    config = json.loads((tmp_path / "lp-adamw" / "results.json").read_text())["config"]
+    assert (config["optimizer"], config["blr"], config["lr"]) == ("adamw", 1e-3, 1e-3 * 8 / 256)
     card = ModelCard.load(export / "README.md").data
     rows = {(r.task_type, r.metric_type, r.dataset_split) for r in card.eval_results}
-    assert rows == {("image-classification", kind, "test")
-                    for kind in ("linear_probe_accuracy", "finetune_accuracy", "knn_accuracy")}
-    assert {r.metric_name for r in card.eval_results} == {"Linear-probe top-1", "Fine-tune top-1",
-                                                          "kNN top-1 (k=20, T=0.07)"}
+    assert rows == {("image-classification", kind, "test") for kind in (
+        "linear_probe_accuracy", "linear_probe_adamw_accuracy", "finetune_accuracy", "knn_accuracy")}
+    assert {r.metric_name for r in card.eval_results} == {"Linear-probe top-1", "Linear-probe top-1 (AdamW)",
+                                                          "Fine-tune top-1", "kNN top-1 (k=20, T=0.07)"}
     assert {r.dataset_type for r in card.eval_results} == {"with-test"}  # a local pack: no made-up Hub id
 
 

@@ -21,4 +21,4 @@ Degradation = Choice("Degradation", {n: n for n in ("zoom-in", "zoom-out", "dist
 DataDevice = Choice("DataDevice", {n: n for n in ("cpu", "gpu")})
 Pool = Choice("Pool", {n: n for n in ("token", "avg")})
 ProbeMode = Choice("ProbeMode", {n: n for n in ("auto", "cached", "augmented")})
-ProbeOptimizer = Choice("ProbeOptimizer", {n: n for n in ("lars", "sgd")})
+ProbeOptimizer = Choice("ProbeOptimizer", {n: n for n in ("lars", "sgd", "adamw")})

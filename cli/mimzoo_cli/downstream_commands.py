@@ -70,15 +70,19 @@ def knn(backbone: Backbone, data: Data = "builtin", k: int = 20, temperature: fl
 def linprobe(backbone: Backbone, data: Data = "builtin", pool: Pool = PoolChoice.token,
              mode: Annotated[ProbeMode, typer.Option(help="auto (cached up to 100k images), cached or augmented.")]
              = ProbeMode.auto,
-             optimizer: Annotated[ProbeOptimizer, typer.Option(help="lars (MAE) or sgd.")] = ProbeOptimizer.lars,
+             optimizer: Annotated[ProbeOptimizer, typer.Option(
+                 help="lars (MAE), sgd, or adamw (the official-code anchor's protocol: standardised features, "
+                 "AdamW; its own row in the card).")] = ProbeOptimizer.lars,
              epochs: int = 90,
              warmup_epochs: Annotated[float | None, typer.Option(help=warmup_help(10))] = None,
              batch_size: int = 256,
-             blr: Annotated[float, typer.Option(help="Base lr; lr = blr x batch / 256.")] = 0.1,
+             blr: Annotated[float | None, typer.Option(
+                 help="Base lr; lr = blr x batch / 256 (default: 0.1 for lars and sgd, 1e-3 for adamw).",
+                 show_default=False)] = None,
              weight_decay: float = 0.0, val_fraction: ValFraction = None, limit: Limit = None, arch: Arch = None,
              device: Device = "auto", workers: Workers = None, seed: Seed = 0, out: Out = Path("runs/linprobe"),
              resume: Resume = False) -> None:
-    """Linear probe (MAE protocol): frozen encoder, BatchNorm1d(affine=False) + Linear, LARS."""
+    """Linear probe: frozen encoder, BatchNorm1d(affine=False) + Linear, LARS (MAE's protocol) or AdamW."""
     from mimzoo.engine.downstream import run_linprobe
     from mimzoo.engine.linprobe import LinprobeConfig
     from mimzoo_cli.progress import RichReporter

@@ -96,7 +96,9 @@ def run_knn(inp: DownstreamInput, cfg: KnnConfig, reporter: Reporter | None = No
 
 
 def run_linprobe(inp: DownstreamInput, cfg: LinprobeConfig, reporter: Reporter | None = None) -> dict[str, Any]:
-    return _run(inp, "linprobe", _classification_data(inp), lambda b, s, ctx, rep: linear_probe(b, s, cfg, ctx, rep),
+    """The card keeps the AdamW protocol's number apart from MAE's (LARS or SGD): they measure different things."""
+    task = "linprobe_adamw" if cfg.optimizer == "adamw" else "linprobe"
+    return _run(inp, task, _classification_data(inp), lambda b, s, ctx, rep: linear_probe(b, s, cfg, ctx, rep),
                 "top1", cfg.out, reporter, cfg.validate)
 
 

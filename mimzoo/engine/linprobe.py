@@ -1,4 +1,7 @@
-"""Linear probing (MAE's protocol): a frozen encoder, BatchNorm1d(affine=False) + Linear, LARS (or SGD).
+"""Linear probing: a frozen encoder, BatchNorm1d(affine=False) + Linear, trained with LARS (MAE's protocol), SGD, or
+AdamW (the protocol of the official-code anchor in ../shared/data/README.md: standardised features, AdamW, 100
+epochs; here the BatchNorm without affine is the standardisation, with batch statistics in training and running
+ones at evaluation).
 
 Two paths train the same head:
 - cached: features of the centre view are extracted once and the head trains on them (seconds per epoch);
@@ -40,7 +43,8 @@ from mimzoo.errors import Interrupted, MimzooError, check_settings, in_range, in
 
 CACHED_MAX_IMAGES = 100_000
 MODES = ("auto", "cached", "augmented")
-OPTIMIZERS = ("lars", "sgd")
+OPTIMIZERS = ("lars", "sgd", "adamw")
+BLR = {"lars": 0.1, "sgd": 0.1, "adamw": 1e-3}  # each optimizer's default base lr
 
 
 @dataclass
@@ -49,11 +53,11 @@ class LinprobeConfig:
 
     pool: str = "token"
     mode: str = "auto"  # auto | cached | augmented
-    optimizer: str = "lars"  # lars | sgd
+    optimizer: str = "lars"  # lars | sgd | adamw
     epochs: int = 90
     warmup_epochs: float | None = None  # None = RECIPE_WARMUP, at most a quarter of the epochs
     batch_size: int = 256
-    blr: float = 0.1
+    blr: float | None = None  # None = the optimizer's default (BLR)
     weight_decay: float = 0.0
     workers: int = field(default_factory=default_workers)
     out: str = "runs/linprobe"
@@ -69,7 +73,7 @@ class LinprobeConfig:
             in_range_if_set("--warmup-epochs", self.warmup_epochs, 0),
             # the head's BatchNorm normalises over the batch: one image has no statistics
             in_range("--batch-size", self.batch_size, 2),
-            in_range("--blr", self.blr, 0, MAX_LR, low_open=True),
+            in_range_if_set("--blr", self.blr, 0, MAX_LR, low_open=True),
             in_range("--weight-decay", self.weight_decay, 0),
             in_range("--workers", self.workers, 0),
         ])
@@ -107,7 +111,9 @@ def make_optimizer(cfg: LinprobeConfig, params, lr: float) -> torch.optim.Optimi
         return mae_lars(params, lr, cfg.weight_decay)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=cfg.weight_decay)
-    raise MimzooError(f"unknown optimizer {cfg.optimizer!r}; choose lars or sgd")
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+    raise MimzooError(f"unknown optimizer {cfg.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
 
 
 def mae_lars(params, lr: float, weight_decay: float) -> Lars:
@@ -135,7 +141,8 @@ def linear_probe(backbone: VisionTransformer, splits: LabeledSplits, cfg: Linpro
                  reporter: Reporter) -> dict[str, Any]:
     """Train the probe head; returns the results (``supervised.write_results``), also written to OUT/results.json."""
     cfg.validate()
-    cfg = replace(cfg, warmup_epochs=resolve_warmup(cfg.warmup_epochs, cfg.RECIPE_WARMUP, cfg.epochs))
+    cfg = replace(cfg, warmup_epochs=resolve_warmup(cfg.warmup_epochs, cfg.RECIPE_WARMUP, cfg.epochs),
+                  blr=BLR[cfg.optimizer] if cfg.blr is None else cfg.blr)
     mode = cfg.mode if cfg.mode != "auto" else ("cached" if len(splits.train) <= CACHED_MAX_IMAGES else "augmented")
     data_cfg = backbone_data_config(backbone)
     eval_tf = create_transform(**data_cfg, is_training=False)

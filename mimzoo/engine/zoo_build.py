@@ -1,8 +1,9 @@
 """``mimzoo zoo build``: pretrain, export, evaluate and card every mimzoo-built zoo entry, resumably.
 
 Each entry x seed is a chain of stages under ROOT/ENTRY/seedS/: ``pretrain`` (a run folder; its export is the
-backbone), then the entry's evaluations (``knn``, ``linprobe``, ``finetune`` on CIFAR-10's test split; ``segment``
-on CamVid's). Baselines train the same downstream recipe from a random-init ViT (``random:ARCH``). ROOT/state.json
+backbone), then the entry's evaluations (``knn``, ``linprobe`` (MAE's protocol), ``linprobe_adamw`` (the protocol
+of the official-code anchor in ../shared/data/README.md), ``finetune`` on CIFAR-10's test split; ``segment`` on
+CamVid's). Baselines run every task's recipe on a random-init ViT (``random:ARCH``). ROOT/state.json
 records what is done; a stage that was stopped (a time limit, a kill) continues from its checkpoint on the next
 call, and done stages are skipped, so ``mimzoo zoo build`` can be called again and again until it finishes.
 
@@ -46,20 +47,22 @@ VAL_FRACTION = 0.1
 EVALS: dict[str, Any] = {
     "knn": KnnConfig(k=20, temperature=0.07, pool="token"),
     "linprobe": LinprobeConfig(epochs=90, warmup_epochs=10, batch_size=256, blr=0.1),
+    "linprobe_adamw": LinprobeConfig(optimizer="adamw", epochs=100, batch_size=256),
     "finetune": FinetuneConfig(epochs=100, warmup_epochs=5, batch_size=128, blr=1e-3, layer_decay=0.75,
                                drop_path=0.1),
     "segment": SegmentConfig(epochs=50, warmup_epochs=2, batch_size=8, blr=3.2e-3, crop_size=320),
 }
 # candidates chosen on the validation carve (one value: no choice, the test run goes straight)
-SWEEPS: dict[str, dict[str, tuple[Any, ...]]] = {"finetune": {"blr": (5e-4, 1e-3)}}
-# baselines from random init: (task, data) per arch of the entries that report the task
-BASELINE_TASKS = ("finetune", "segment")
+# (the anchor names neither the lr nor the weight decay of its AdamW probe, so both are chosen)
+SWEEPS: dict[str, dict[str, tuple[Any, ...]]] = {"finetune": {"blr": (5e-4, 1e-3)},
+                                                 "linprobe_adamw": {"blr": (1e-3, 4e-3), "weight_decay": (0.0, 0.05)}}
 # the results key of each task's number (always the last epoch's, on the split the results name)
-HEADLINE = {"knn": "top1", "linprobe": "top1", "finetune": "top1", "segment": "miou"}
+HEADLINE = {"knn": "top1", "linprobe": "top1", "linprobe_adamw": "top1", "finetune": "top1", "segment": "miou"}
 
 # `--smoke`: every recipe shrunk to a few steps, to check the whole chain (tests, a new machine)
 SMOKE_PRETRAIN = {"epochs": 1, "warmup_epochs": 0, "batch_size": 16, "log_every": 1}
 SMOKE_EVALS = {"knn": {"batch_size": 64}, "linprobe": {"epochs": 1, "warmup_epochs": 0, "batch_size": 32},
+               "linprobe_adamw": {"epochs": 1, "warmup_epochs": 0, "batch_size": 32},
                "finetune": {"epochs": 1, "warmup_epochs": 0, "batch_size": 8},
                "segment": {"epochs": 1, "warmup_epochs": 0, "batch_size": 2, "crop_size": 64, "previews": 1}}
 
@@ -94,8 +97,7 @@ class ZooBuild:
                 for task in entry.evals:
                     self.evaluate(f"{entry.name}/seed{seed}/{task}", task, backbone, entry.data, seed)
         if self.options.baselines:
-            for arch, data, task in sorted({(e.arch, e.data, t) for e in entries for t in e.evals
-                                            if t in BASELINE_TASKS}):
+            for arch, data, task in sorted({(e.arch, e.data, t) for e in entries for t in e.evals}):
                 self.evaluate(f"baselines/{arch}-{data}/{task}", task, f"random:{arch}", data, 0)
         return self.write_results(entries)
 
@@ -147,8 +149,8 @@ class ZooBuild:
         if task == "segment":
             results = run_segment(inp, cfg, "test" if val_fraction is None else "val", self.reporter)
         else:
-            results = {"knn": run_knn, "linprobe": run_linprobe, "finetune": run_finetune}[task](inp, cfg,
-                                                                                               self.reporter)
+            run = {"knn": run_knn, "linprobe": run_linprobe, "linprobe_adamw": run_linprobe, "finetune": run_finetune}
+            results = run[task](inp, cfg, self.reporter)
         return {HEADLINE[task]: results[HEADLINE[task]], "split": results["split"],
                 "metrics_file": str(Path(cfg.out) / "results.json")}
 

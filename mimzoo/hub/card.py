@@ -40,6 +40,8 @@ class Task:
 TASKS: dict[str, Task] = {
     "knn": Task("image-classification", "k-NN classification", "knn_accuracy", "kNN top-1"),
     "linprobe": Task("image-classification", "Linear probing", "linear_probe_accuracy", "Linear-probe top-1"),
+    "linprobe_adamw": Task("image-classification", "Linear probing (standardised features, AdamW)",
+                           "linear_probe_adamw_accuracy", "Linear-probe top-1 (AdamW)"),
     "finetune": Task("image-classification", "Fine-tuning", "finetune_accuracy", "Fine-tune top-1"),
     "segment": Task("image-segmentation", "Semantic segmentation (DPT)", "mean_iou", "mIoU (class mean)"),
 }
