@@ -127,6 +127,19 @@ def hf_cache(tmp_path, monkeypatch) -> Path:
     return cache
 
 
+def assert_plain_timm_loads(export: Path) -> None:
+    """The export loads as any project loads it, with timm alone (its config.json, strict weights) and encodes an
+    image of its input size. (That plain timm needs no mimzoo import is proven in a fresh interpreter by
+    test_pretrain_cli and test_hub_push_pull; here the check runs in-process, without an interpreter start.)"""
+    import timm
+    import torch
+
+    model = timm.create_model(f"local-dir:{export}", pretrained=True, num_classes=0).eval()
+    with torch.no_grad():
+        features = model(torch.zeros(1, 3, *model.patch_embed.img_size))
+    assert features.shape == (1, model.num_features) and torch.isfinite(features).all()
+
+
 def run_python(code: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run code in a fresh interpreter (used to prove plain timm needs no mimzoo import)."""
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout,

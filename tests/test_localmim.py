@@ -2,9 +2,9 @@ import json
 
 import pytest
 import torch
-from test_pretrain_cli import PLAIN_TIMM_CHECK, error_line
+from test_pretrain_cli import error_line
 
-from conftest import TINY_ARCH, run_python, tiny_pretrain_args
+from conftest import TINY_ARCH, assert_plain_timm_loads, tiny_pretrain_args
 from mimzoo.archs import get_arch
 from mimzoo.errors import MimzooError
 from mimzoo.hub.export import load_run
@@ -143,8 +143,7 @@ def test_localmim_pretrains_two_steps_and_exports_a_plain_timm_backbone(cli, npz
     assert (config["method"], config["target"], config["localmim_scales"]) == ("localmim", target, scales)
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines] == [1, 2] and len(lines[-1]["scale_losses"]) == len(scales)
-    check = run_python(PLAIN_TIMM_CHECK, str(out / "export"), str(tmp_path / "f.pt"))
-    assert check.returncode == 0, check.stderr
+    assert_plain_timm_loads(out / "export")
 
 
 def test_resume_with_another_target_is_refused(cli, npz_pack, tmp_path):

@@ -3,11 +3,11 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_pretrain_cli import PLAIN_TIMM_CHECK, error_line
+from test_pretrain_cli import error_line
 from timm.optim import param_groups_weight_decay
 from torch import nn
 
-from conftest import TINY_ARCH, run_python, tiny_pretrain_args
+from conftest import TINY_ARCH, assert_plain_timm_loads, tiny_pretrain_args
 from mimzoo.archs import get_arch
 from mimzoo.engine.config import PretrainConfig
 from mimzoo.fusion import default_layers
@@ -106,8 +106,7 @@ def test_two_step_pretrain_logs_fusion_weights_and_exports_plain_timm(mff_run, t
     assert "fusion.logits" in state and "fusion.projections.4.weight" in state  # trained and resumable
     exported = load_file(mff_run / "export" / "model.safetensors")
     assert not any("fusion" in k or k.startswith("decoder") for k in exported)
-    check = run_python(PLAIN_TIMM_CHECK, str(mff_run / "export"), str(tmp_path / "f.pt"))
-    assert check.returncode == 0, check.stderr
+    assert_plain_timm_loads(mff_run / "export")
 
 
 def test_resume_with_other_layers_is_refused(mff_run, cli):

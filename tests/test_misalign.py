@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from test_pretrain_cli import PLAIN_TIMM_CHECK, error_line
+from test_pretrain_cli import error_line
 
-from conftest import TINY_ARCH, run_python, tiny_pretrain_args
+from conftest import TINY_ARCH, assert_plain_timm_loads, tiny_pretrain_args
 from mimzoo.archs import get_arch
 from mimzoo.data.loader import IMAGENET_MEAN, IMAGENET_STD, normalize
 from mimzoo.data.sources import BUILTIN_SAMPLE, NpzPackSource
@@ -231,8 +231,7 @@ def test_misalign_pretrain_logs_both_losses_and_exports_a_plain_timm_backbone(cl
     assert record["deviations"] == deviations("misalign") and len(record["deviations"]) == 6
     card = (out / "export" / "README.md").read_text()
     assert "## Deviations from the reference code" in card and "- The encoder is a timm ViT with a cls token" in card
-    check = run_python(PLAIN_TIMM_CHECK, str(out / "export"), str(tmp_path / "f.pt"))
-    assert check.returncode == 0, check.stderr
+    assert_plain_timm_loads(out / "export")
 
 
 # The reference's folders: zoomed-in and zoomed-out mask 75% (their --mask_ratio default; their code fails at 0);

@@ -5,9 +5,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_pretrain_cli import PLAIN_TIMM_CHECK
 
-from conftest import TINY_ARCH, run_python, tiny_pretrain_args
+from conftest import TINY_ARCH, assert_plain_timm_loads, tiny_pretrain_args
 from mimzoo.data.loader import IMAGENET_MEAN, IMAGENET_STD
 from mimzoo.data.transforms import SimpleResizedCropFlip
 from mimzoo.errors import MimzooError
@@ -96,8 +95,7 @@ def test_pixmim_pretrain_runs_and_exports_a_plain_timm_backbone(cli, npz_pack, t
     assert (config["min_lr"], config["no_weight_decay"]) == (0.0, ["*pos_embed", "*cls_token", "*mask_token"])
     exported = json.loads((out / "export" / "config.json").read_text())
     assert exported["pretrained_cfg"]["tag"].startswith("mimzoo_pixmim_")
-    check = run_python(PLAIN_TIMM_CHECK, str(out / "export"), str(tmp_path / "f.pt"))
-    assert check.returncode == 0, check.stderr
+    assert_plain_timm_loads(out / "export")
 
 
 @pytest.mark.parametrize("extra,expected", [(["--method", "mae", "--target", "lowpass"], ("rrc", "lowpass")),

@@ -20,9 +20,10 @@ def pretrain_cmd(data, out, *extra):
 
 
 @pytest.mark.slow
-def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(image_folder, tmp_path):
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(cli, image_folder, tmp_path):
+    # only the killed run needs a process of its own; the reference and the resume run in this one
     reference = tmp_path / "reference"
-    subprocess.run(pretrain_cmd(image_folder, reference), check=True, capture_output=True, timeout=300)
+    assert cli(*pretrain_cmd(image_folder, reference)[3:]).exit_code == 0
 
     killed = tmp_path / "killed"
     proc = subprocess.Popen(pretrain_cmd(image_folder, killed), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -36,10 +37,9 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(image_folder, tmp_p
     step_at_kill = torch.load(killed / "checkpoint.pt", weights_only=True)["step"]
     assert 0 < step_at_kill < 12  # 12 steps per epoch: killed inside the first epoch
 
-    resumed = subprocess.run(pretrain_cmd(image_folder, killed, "--resume"), capture_output=True, text=True,
-                             timeout=300)
-    assert resumed.returncode == 0, resumed.stderr
-    assert f"resumed {killed} at step" in resumed.stderr + resumed.stdout
+    resumed = cli(*pretrain_cmd(image_folder, killed, "--resume")[3:])
+    assert resumed.exit_code == 0, resumed.output
+    assert f"resumed {killed} at step" in resumed.output
 
     ours = torch.load(killed / "checkpoint.pt", weights_only=True)["model"]
     theirs = torch.load(reference / "checkpoint.pt", weights_only=True)["model"]
