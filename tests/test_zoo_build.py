@@ -10,14 +10,15 @@ import pytest
 import mimzoo.engine.zoo_build as zoo_build
 from conftest import TINY_ARCH
 from mimzoo.data.sources import BUILTIN_SAMPLE
-from mimzoo.zoo import ZOO, ZooEntry
+from mimzoo.zoo import ZooEntry
 
-ENTRY = "mae-tiny-test"
+ENTRY, OTHER = "mae-tiny-test", "pixmim-tiny-test"
 
 
 @pytest.fixture()
 def zoo_setup(tmp_path, monkeypatch):
-    """A one-seed test entry, a 32/10-image CIFAR-10 pack under the zoo's file name, a two-candidate sweep."""
+    """Two one-seed test entries (MAE and PixMIM) as the whole zoo, a 32/10-image CIFAR-10 pack under the zoo's file
+    name, a two-candidate sweep."""
     data = np.load(BUILTIN_SAMPLE)
     packs = {}
     for split, count in (("train", 32), ("test", 10)):
@@ -29,9 +30,10 @@ def zoo_setup(tmp_path, monkeypatch):
         packs[f"{split}_labels"] = data[f"{split}_labels"][picks]
     (tmp_path / "data").mkdir()
     np.savez(tmp_path / "data" / zoo_build.DATA_FILES["cifar10"], classes=data["classes"], **packs)
-    recipe = {"method": "mae", "arch": TINY_ARCH, "epochs": 1, "blr": 1.5e-4}
-    monkeypatch.setitem(ZOO, ENTRY, ZooEntry(ENTRY, "mae", TINY_ARCH, "cifar10", 1, f"mimzoo/{ENTRY}", "test",
-                                             recipe, (0,), ("knn", "finetune")))
+    entries = [ZooEntry(name, method, TINY_ARCH, "cifar10", 1, f"mimzoo/{name}", "test",
+                        {"method": method, "arch": TINY_ARCH, "epochs": 1, "blr": 1.5e-4}, (0,), evals)
+               for name, method, evals in ((ENTRY, "mae", ("knn", "finetune")), (OTHER, "pixmim", ("finetune",)))]
+    monkeypatch.setattr(zoo_build, "ZOO", {e.name: e for e in entries})
     monkeypatch.setitem(zoo_build.SWEEPS, "finetune", {"blr": (5e-4, 1e-3)})
     return zoo_build.BuildOptions(root=tmp_path / "zoo", data_dir=tmp_path / "data", device="cpu", workers=0,
                                   smoke=True, cards_dir=tmp_path / "cards", results_file=tmp_path / "zoo_results.json",
@@ -50,14 +52,16 @@ def test_a_stopped_build_continues_and_every_number_has_its_metrics_file(zoo_set
 
     monkeypatch.setattr(zoo_build, "run_finetune", stopped_at_the_final_finetune)
     with pytest.raises(KeyboardInterrupt):
-        zoo_build.ZooBuild(zoo_setup).run([ENTRY])
+        zoo_build.ZooBuild(zoo_setup).run([])
     state = json.loads((zoo_setup.root / "state.json").read_text())
-    # two candidates on the validation carve (which never measure test), then the stopped test run
+    # two candidates on the validation carve with MAE's encoder (they never measure test), then the stopped test run
     assert calls == [(0.1, False), (0.1, False), (None, True)]
+    recipe = f"recipes/{TINY_ARCH}-cifar10/finetune"
     for i in (0, 1):
-        candidate = json.loads(open(state[f"{ENTRY}/seed0/finetune/val{i}"]["results"]["metrics_file"]).read())
+        assert state[f"{recipe}/val{i}"]["results"]["backbone"] == ENTRY
+        candidate = json.loads(open(state[f"{recipe}/val{i}"]["results"]["metrics_file"]).read())
         assert candidate["split"] == "val-carve" and "test" not in candidate["splits"]
-    done = [f"{ENTRY}/seed0/{stage}" for stage in ("pretrain", "knn", "finetune/val0", "finetune/val1")]
+    done = [f"{ENTRY}/seed0/pretrain", f"{ENTRY}/seed0/knn", f"{recipe}/val0", f"{recipe}/val1"]
     assert [k for k, v in state.items() if v["done"]] == done
     assert state[f"{ENTRY}/seed0/finetune"]["seconds"] >= 0 and not state[f"{ENTRY}/seed0/finetune"]["done"]
 
@@ -71,17 +75,31 @@ def test_a_stopped_build_continues_and_every_number_has_its_metrics_file(zoo_set
             must_not_run()
         return real_knn(inp, cfg, reporter)
 
-    monkeypatch.setattr(zoo_build, "pretrain", must_not_run)
+    real_pretrain = zoo_build.pretrain
+
+    def others_only(cfg, **kwargs):
+        if ENTRY in cfg.out:
+            must_not_run()
+        return real_pretrain(cfg, **kwargs)
+
+    monkeypatch.setattr(zoo_build, "pretrain", others_only)
     monkeypatch.setattr(zoo_build, "run_knn", baselines_only)
-    monkeypatch.setattr(zoo_build, "run_finetune", real_finetune)
-    table = zoo_build.ZooBuild(zoo_setup).run([ENTRY])
+    calls.clear()
+    monkeypatch.setattr(zoo_build, "run_finetune", lambda inp, cfg, rep: calls.append(inp.val_fraction)
+                        or real_finetune(inp, cfg, rep))
+    table = zoo_build.ZooBuild(zoo_setup).run([])
+    # the other entry and the baseline take the recipe MAE's encoder chose: no sweep of their own
+    assert calls == [None, None, None]
+    state = json.loads((zoo_setup.root / "state.json").read_text())
+    assert not any(k.startswith(f"{OTHER}/seed0/finetune/val") for k in state)
 
     row = table["entries"][ENTRY]
     for task in ("knn", "finetune"):
         results = json.loads(open(row["metrics"][task]["metrics_files"][0]).read())
         assert row["metrics"][task]["values"] == [results[zoo_build.HEADLINE[task]]]
-    chosen = json.loads((zoo_setup.root / "state.json").read_text())[f"{ENTRY}/seed0/finetune"]["results"]["chosen"]
-    assert chosen["blr"] in (5e-4, 1e-3)
+    chosen = state[f"{ENTRY}/seed0/finetune"]["results"]["chosen"]
+    assert chosen["blr"] in (5e-4, 1e-3) and state[f"{OTHER}/seed0/finetune"]["results"]["chosen"] == chosen
+    assert table["recipes"][recipe]["chosen"] == chosen and len(table["recipes"][recipe]["candidates"]) == 2
     assert sorted(table["baselines"]) == [f"baselines/{TINY_ARCH}-cifar10/{task}" for task in ("finetune", "knn")]
     for baseline in table["baselines"].values():
         assert json.loads(open(baseline["metrics_file"]).read())["top1"] == baseline["value"]
@@ -93,7 +111,9 @@ def test_a_stopped_build_continues_and_every_number_has_its_metrics_file(zoo_set
     assert "model-index" in card
     shipped = json.loads(zoo_setup.results_file.read_text())
     assert shipped["entries"][ENTRY]["knn"] == row["metrics"]["knn"]["mean"]
-    assert "smoke" in (zoo_setup.root / "results.md").read_text()
+    markdown = (zoo_setup.root / "results.md").read_text()
+    assert "smoke" in markdown
+    assert f"| {recipe}: blr {chosen['blr']:g}, the best of 2 on the validation carve |" in markdown
 
 
 def test_unknown_entry_and_missing_data(zoo_setup, cli, tmp_path):

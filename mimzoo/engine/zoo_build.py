@@ -9,8 +9,9 @@ call, and done stages are skipped, so ``mimzoo zoo build`` can be called again a
 
 Honest numbers: every recipe is fixed before anything is measured. Where an evaluation has candidates (``SWEEPS``),
 each is trained on the training split minus a seeded, stratified 10% validation carve and scored there (its last
-epoch; the test split is not even opened); the best one is then trained on the whole training split and reported
-once on the test split (last epoch, no selection).
+epoch; the test split is not even opened), once per arch and data, with the encoder of the zoo's MAE entry of them;
+the best one is then the recipe of every entry and baseline of that arch and data, trained on the whole training
+split and reported once on the test split (last epoch, no selection).
 """
 
 from __future__ import annotations
@@ -95,10 +96,10 @@ class ZooBuild:
             for seed in entry.seeds:
                 backbone = self.pretrain(entry, seed)
                 for task in entry.evals:
-                    self.evaluate(f"{entry.name}/seed{seed}/{task}", task, backbone, entry.data, seed)
+                    self.evaluate(f"{entry.name}/seed{seed}/{task}", task, backbone, entry.arch, entry.data, seed)
         if self.options.baselines:
             for arch, data, task in sorted({(e.arch, e.data, t) for e in entries for t in e.evals}):
-                self.evaluate(f"baselines/{arch}-{data}/{task}", task, f"random:{arch}", data, 0)
+                self.evaluate(f"baselines/{arch}-{data}/{task}", task, f"random:{arch}", arch, data, 0)
         return self.write_results(entries)
 
     def pretrain(self, entry: ZooEntry, seed: int) -> str:
@@ -112,31 +113,36 @@ class ZooBuild:
                                                              reporter=self.reporter))})
         return str(out / "export")
 
-    def evaluate(self, key: str, task: str, backbone: str, data: str, seed: int) -> None:
+    def evaluate(self, key: str, task: str, backbone: str, arch: str, data: str, seed: int) -> None:
         if self._done(key):
             return
         out = self.options.root / key
         cfg = replace(EVALS[task], **(SMOKE_EVALS[task] if self.options.smoke else {}), workers=self.options.workers)
-        chosen = self._choose(key, task, cfg, backbone, data, seed)
+        chosen = self._recipe(task, cfg, arch, data)
         final = replace(cfg, **chosen, out=str(out / "test"))
         self._stage(key, lambda: {"chosen": chosen, "split": "test",
                                   **self._run_task(task, final, backbone, data, seed, record=True)})
 
-    def _choose(self, key: str, task: str, cfg: Any, backbone: str, data: str, seed: int) -> dict[str, Any]:
-        """The sweep's best candidate on the validation carve (each candidate is its own resumable stage)."""
+    def _recipe(self, task: str, cfg: Any, arch: str, data: str) -> dict[str, Any]:
+        """The sweep's best candidate on the validation carve, chosen once per task, arch and data with the encoder
+        of the reference entry (``reference_entry``) and then used by every entry and baseline of that arch and
+        data: one downstream recipe for all, as the papers compare methods, at the cost of one sweep. Each
+        candidate is its own resumable stage under ``recipes/``."""
         sweep = SWEEPS.get(task, {})
         candidates = [dict(zip(sweep, values, strict=True)) for values in itertools.product(*sweep.values())]
         if len(candidates) < 2:
             return candidates[0] if candidates else {}
+        reference = reference_entry(arch, data)
+        backbone = self.pretrain(reference, reference.seeds[0])
         scores = []
         for i, candidate in enumerate(candidates):
-            stage = f"{key}/val{i}"
+            stage = f"recipes/{arch}-{data}/{task}/val{i}"
             run_cfg = replace(cfg, **candidate, out=str(self.options.root / stage))
             if not self._done(stage):
-                self._stage(stage, lambda c=run_cfg, chosen=candidate: {"candidate": chosen, "split": "val",
-                                                                        **self._run_task(task, c, backbone, data, seed,
-                                                                                         record=False,
-                                                                                         val_fraction=VAL_FRACTION)})
+                self._stage(stage, lambda c=run_cfg, chosen=candidate: {
+                    "candidate": chosen, "split": "val", "backbone": reference.name,
+                    **self._run_task(task, c, backbone, data, reference.seeds[0], record=False,
+                                     val_fraction=VAL_FRACTION)})
             scores.append(self.state[stage]["results"][HEADLINE[task]])
         return candidates[max(range(len(candidates)), key=scores.__getitem__)]
 
@@ -188,7 +194,8 @@ class ZooBuild:
         """ROOT/results.json and results.md (mean and spread over seeds, minutes per entry), the cards and the
         shipped headline numbers."""
         table = {"command": self.options.command, "smoke": self.options.smoke,
-                 "entries": {e.name: self._entry_results(e) for e in entries}, "baselines": self._baselines()}
+                 "entries": {e.name: self._entry_results(e) for e in entries}, "baselines": self._baselines(),
+                 "recipes": self._recipes()}
         with atomic_path(self.options.root / "results.json") as tmp:
             tmp.write_text(json.dumps(table, indent=2))
         with atomic_path(self.options.root / "results.md") as tmp:
@@ -226,6 +233,21 @@ class ZooBuild:
                     "minutes": round(v["seconds"] / 60, 2)}
                 for k, v in self.state.items() if k.startswith("baselines/") and k.count("/") == 2 and v["done"]}
 
+    def _recipes(self) -> dict[str, Any]:
+        """Each chosen recipe: its candidates' validation scores and the minutes the choice took."""
+        recipes: dict[str, Any] = {}
+        for key, stage in self.state.items():
+            if key.startswith("recipes/") and stage["done"]:
+                row = recipes.setdefault(key.rsplit("/", 1)[0], {"candidates": [], "minutes": 0.0})
+                task = key.split("/")[2]
+                row["candidates"].append({**stage["results"]["candidate"], "val": stage["results"][HEADLINE[task]],
+                                          "metrics_file": stage["results"]["metrics_file"]})
+                row["minutes"] = round(row["minutes"] + stage["seconds"] / 60, 2)
+        for row in recipes.values():
+            best = max(row["candidates"], key=lambda c: c["val"])
+            row["chosen"] = {k: v for k, v in best.items() if k not in ("val", "metrics_file")}
+        return recipes
+
 
 def results_markdown(table: dict[str, Any]) -> str:
     tasks = sorted({task for row in table["entries"].values() for task in row["metrics"]})
@@ -244,6 +266,10 @@ def results_markdown(table: dict[str, Any]) -> str:
         task = name.rsplit("/", 1)[1]
         cells = [f"{row['value']:.2f}" if t == task else "" for t in tasks]
         lines.append(f"| {name} (random init) | 1 | " + " | ".join(cells) + f" | {row['minutes']:.1f} | |")
+    for name, row in table.get("recipes", {}).items():
+        chosen = ", ".join(f"{k} {v:g}" for k, v in row["chosen"].items())
+        lines.append(f"| {name}: {chosen}, the best of {len(row['candidates'])} on the validation carve | | "
+                     + " | ".join("" for _ in tasks) + f" | {row['minutes']:.1f} | |")
     return "\n".join(lines) + "\n"
 
 
@@ -251,6 +277,13 @@ def device_name(device: str) -> str:
     if device != "cpu" and torch.cuda.is_available():
         return torch.cuda.get_device_name(torch.device(device) if device.startswith("cuda") else None)
     return f"cpu ({platform.machine()})"
+
+
+def reference_entry(arch: str, data: str) -> ZooEntry:
+    """Whose encoder chooses the downstream recipes of an arch and data: the zoo's MAE entry of them (MAE is every
+    method's baseline), else the first entry of them."""
+    same = [e for e in ZOO.values() if e.recipe is not None and (e.arch, e.data) == (arch, data)]
+    return next((e for e in same if e.method == "mae"), same[0])
 
 
 def _buildable(name: str) -> ZooEntry:
