@@ -87,6 +87,8 @@ def test_a_stopped_build_continues_and_every_number_has_its_metrics_file(zoo_set
     calls.clear()
     monkeypatch.setattr(zoo_build, "run_finetune", lambda inp, cfg, rep: calls.append(inp.val_fraction)
                         or real_finetune(inp, cfg, rep))
+    earlier = {"command": "mimzoo zoo build earlier-entry", "knn": 50.0}  # built by another call, on another machine
+    zoo_setup.results_file.write_text(json.dumps({"entries": {"earlier-entry": earlier}}))
     table = zoo_build.ZooBuild(zoo_setup).run([])
     # the other entry and the baseline take the recipe MAE's encoder chose: no sweep of their own
     assert calls == [None, None, None]
@@ -111,6 +113,7 @@ def test_a_stopped_build_continues_and_every_number_has_its_metrics_file(zoo_set
     assert "model-index" in card
     shipped = json.loads(zoo_setup.results_file.read_text())
     assert shipped["entries"][ENTRY]["knn"] == row["metrics"]["knn"]["mean"]
+    assert shipped["entries"]["earlier-entry"] == earlier and shipped["entries"][ENTRY]["command"] == zoo_setup.command
     markdown = (zoo_setup.root / "results.md").read_text()
     assert "smoke" in markdown
     assert f"| {recipe}: blr {chosen['blr']:g}, the best of 2 on the validation carve |" in markdown

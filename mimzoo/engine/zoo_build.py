@@ -38,6 +38,7 @@ from mimzoo.engine.pretrain import pretrain
 from mimzoo.engine.report import Reporter
 from mimzoo.engine.segment import SegmentConfig
 from mimzoo.errors import MimzooError
+from mimzoo.hub.layout import read_json
 from mimzoo.zoo import ZOO, ZooEntry
 
 # zoo data name -> file in --data-dir (the packs of ../shared/data, see its README)
@@ -207,13 +208,23 @@ class ZooBuild:
                 with atomic_path(self.options.cards_dir / f"{entry.name}.md") as tmp:
                     tmp.write_text(card.read_text())
         if self.options.results_file is not None:
-            shipped = {"command": table["command"], "entries": {
-                name: {"device": row["device"], "minutes": row["minutes"], "seeds": row["seeds"],
-                       **{task: metric["mean"] for task, metric in row["metrics"].items()}}
-                for name, row in table["entries"].items()}}
-            with atomic_path(self.options.results_file) as tmp:
-                tmp.write_text(json.dumps(shipped, indent=2))
+            self._ship(table)
         return table
+
+    def _ship(self, table: dict[str, Any]) -> None:
+        """The headline numbers of the entries built into ``results_file``, beside those of other entries already
+        there (each build may make a few entries, on another machine)."""
+        path = self.options.results_file
+        shipped = read_json(path, "restore it from git or remove it") if path.exists() else {}
+        if not isinstance(shipped.get("entries", {}), dict):
+            raise MimzooError(f"{path} is not a zoo results file (its entries are not an object); choose another "
+                              "--results-file")
+        shipped.setdefault("entries", {}).update({
+            name: {"command": table["command"], "device": row["device"], "minutes": row["minutes"],
+                   "seeds": row["seeds"], **{task: metric["mean"] for task, metric in row["metrics"].items()}}
+            for name, row in table["entries"].items()})
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(shipped, indent=2))
 
     def _entry_results(self, entry: ZooEntry) -> dict[str, Any]:
         stages = {k: v for k, v in self.state.items() if k.startswith(f"{entry.name}/")}
