@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ import pytest
 import mimzoo.engine.zoo_build as zoo_build
 from conftest import TINY_ARCH
 from mimzoo.data.sources import BUILTIN_SAMPLE
+from mimzoo.errors import MimzooError
 from mimzoo.zoo import ZooEntry
 
 ENTRY, OTHER = "mae-tiny-test", "pixmim-tiny-test"
@@ -53,16 +56,16 @@ def test_a_stopped_build_continues_and_every_number_has_its_metrics_file(zoo_set
     monkeypatch.setattr(zoo_build, "run_finetune", stopped_at_the_final_finetune)
     with pytest.raises(KeyboardInterrupt):
         zoo_build.ZooBuild(zoo_setup).run([])
-    state = json.loads((zoo_setup.root / "state.json").read_text())
+    state = zoo_build.read_stages(zoo_setup.root)
     # two candidates on the validation carve with MAE's encoder (they never measure test), then the stopped test run
     assert calls == [(0.1, False), (0.1, False), (None, True)]
     recipe = f"recipes/{TINY_ARCH}-cifar10/finetune"
     for i in (0, 1):
         assert state[f"{recipe}/val{i}"]["results"]["backbone"] == ENTRY
-        candidate = json.loads(open(state[f"{recipe}/val{i}"]["results"]["metrics_file"]).read())
+        candidate = json.loads((zoo_setup.root / state[f"{recipe}/val{i}"]["results"]["metrics_file"]).read_text())
         assert candidate["split"] == "val-carve" and "test" not in candidate["splits"]
     done = [f"{ENTRY}/seed0/pretrain", f"{ENTRY}/seed0/knn", f"{recipe}/val0", f"{recipe}/val1"]
-    assert [k for k, v in state.items() if v["done"]] == done
+    assert sorted(k for k, v in state.items() if v["done"]) == sorted(done)
     assert state[f"{ENTRY}/seed0/finetune"]["seconds"] >= 0 and not state[f"{ENTRY}/seed0/finetune"]["done"]
 
     def must_not_run(*args, **kwargs):
@@ -92,19 +95,19 @@ def test_a_stopped_build_continues_and_every_number_has_its_metrics_file(zoo_set
     table = zoo_build.ZooBuild(zoo_setup).run([])
     # the other entry and the baseline take the recipe MAE's encoder chose: no sweep of their own
     assert calls == [None, None, None]
-    state = json.loads((zoo_setup.root / "state.json").read_text())
+    state = zoo_build.read_stages(zoo_setup.root)
     assert not any(k.startswith(f"{OTHER}/seed0/finetune/val") for k in state)
 
     row = table["entries"][ENTRY]
     for task in ("knn", "finetune"):
-        results = json.loads(open(row["metrics"][task]["metrics_files"][0]).read())
+        results = json.loads((zoo_setup.root / row["metrics"][task]["metrics_files"][0]).read_text())
         assert row["metrics"][task]["values"] == [results[zoo_build.HEADLINE[task]]]
     chosen = state[f"{ENTRY}/seed0/finetune"]["results"]["chosen"]
     assert chosen["blr"] in (5e-4, 1e-3) and state[f"{OTHER}/seed0/finetune"]["results"]["chosen"] == chosen
     assert table["recipes"][recipe]["chosen"] == chosen and len(table["recipes"][recipe]["candidates"]) == 2
     assert sorted(table["baselines"]) == [f"baselines/{TINY_ARCH}-cifar10/{task}" for task in ("finetune", "knn")]
     for baseline in table["baselines"].values():
-        assert json.loads(open(baseline["metrics_file"]).read())["top1"] == baseline["value"]
+        assert json.loads((zoo_setup.root / baseline["metrics_file"]).read_text())["top1"] == baseline["value"]
 
     # the card (copied for model_cards/) holds the test-split numbers only, never the validation-carve runs
     card = (zoo_setup.cards_dir / f"{ENTRY}.md").read_text()
@@ -124,3 +127,22 @@ def test_unknown_entry_and_missing_data(zoo_setup, cli, tmp_path):
     assert result.exit_code == 1 and "not a zoo entry mimzoo builds" in result.output
     result = cli("zoo", "build", ENTRY, "--root", tmp_path / "z", "--data-dir", tmp_path / "nowhere", "--smoke")
     assert result.exit_code == 1 and "--data-dir" in result.output and "Traceback" not in result.output
+
+
+def test_seeds_built_apart_merge_by_copying_their_folders(zoo_setup, monkeypatch, tmp_path):
+    entry = ZooEntry("two-seeds", "mae", TINY_ARCH, "cifar10", 1, "mimzoo/two-seeds", "test",
+                     {"method": "mae", "arch": TINY_ARCH, "epochs": 1, "blr": 1.5e-4}, (0, 1), ("knn",))
+    monkeypatch.setattr(zoo_build, "ZOO", {entry.name: entry})
+    for seed in (0, 1):  # two machines, one seed each
+        options = replace(zoo_setup, root=tmp_path / f"machine{seed}", seed=seed, baselines=False, cards_dir=None)
+        table = zoo_build.ZooBuild(options).run([entry.name])
+        assert table["entries"][entry.name]["seeds"] == [seed]
+    merged = tmp_path / "merged"
+    for seed in (0, 1):
+        shutil.copytree(tmp_path / f"machine{seed}", merged, dirs_exist_ok=True)
+    table = zoo_build.ZooBuild(replace(zoo_setup, root=merged, baselines=False, cards_dir=None)).run([entry.name])
+    knn = table["entries"][entry.name]["metrics"]["knn"]
+    assert table["entries"][entry.name]["seeds"] == [0, 1] and len(knn["values"]) == 2 and knn["std"] is not None
+    assert all((merged / path).is_file() for path in knn["metrics_files"])  # paths relative to the build's root
+    with pytest.raises(MimzooError, match="built with seeds 0, 1, not 5; choose one of those with --seed"):
+        zoo_build.ZooBuild(replace(zoo_setup, seed=5)).run([entry.name])

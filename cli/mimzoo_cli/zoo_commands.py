@@ -20,7 +20,7 @@ zoo_app = typer.Typer(help="Reproduce mimzoo's zoo: pretrain, export, evaluate a
 def build(
     entries: Annotated[list[str] | None, typer.Argument(
         help="Entries to build (default: every entry mimzoo builds; see mimzoo list).", show_default=False)] = None,
-    root: Annotated[Path, typer.Option(help="Folder of the build: runs, evaluations, state.json, results.")]
+    root: Annotated[Path, typer.Option(help="Folder of the build: runs, evaluations, stages/, results.")]
     = Path("zoo"),
     data_dir: Annotated[Path, typer.Option(
         help="Folder with the data packs (cifar10_jpeg_q75.npz, camvid_360x480_jpeg95.npz).")] = Path("data"),
@@ -28,6 +28,9 @@ def build(
     workers: Workers = None,
     smoke: Annotated[bool, typer.Option("--smoke", help="Every recipe shrunk to a few steps: checks the chain, "
                                                         "measures nothing.")] = False,
+    seed: Annotated[int | None, typer.Option(
+        help="Build only this one of each entry's seeds (e.g. one per machine; copying the ROOT folders together "
+        "merges the builds).", show_default="all")] = None,
     baselines: Annotated[bool, typer.Option("--baselines/--no-baselines",
                                             help="Also train the downstream recipes from random init.")] = True,
     cards_dir: Annotated[Path | None, typer.Option(help="Copy each entry's model card here (the repo's model_cards/).")]
@@ -46,6 +49,6 @@ def build(
     # a scheduler's or `timeout`'s SIGTERM stops like Ctrl-C: the stage's time and checkpoint are kept
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     options = BuildOptions(root=root, data_dir=data_dir, device=device, workers=workers_or_default(workers),
-                           smoke=smoke, baselines=baselines, cards_dir=cards_dir, results_file=results_file)
+                           smoke=smoke, seed=seed, baselines=baselines, cards_dir=cards_dir, results_file=results_file)
     table = ZooBuild(options, RichReporter()).run(entries or [])
     console.print(results_markdown(table), markup=False, highlight=False, soft_wrap=True)

@@ -3,9 +3,11 @@
 Each entry x seed is a chain of stages under ROOT/ENTRY/seedS/: ``pretrain`` (a run folder; its export is the
 backbone), then the entry's evaluations (``knn``, ``linprobe`` (MAE's protocol), ``linprobe_adamw`` (the protocol
 of the official-code anchor in ../shared/data/README.md), ``finetune`` on CIFAR-10's test split; ``segment`` on
-CamVid's). Baselines run every task's recipe on a random-init ViT (``random:ARCH``). ROOT/state.json
-records what is done; a stage that was stopped (a time limit, a kill) continues from its checkpoint on the next
-call, and done stages are skipped, so ``mimzoo zoo build`` can be called again and again until it finishes.
+CamVid's). Baselines run every task's recipe on a random-init ViT (``random:ARCH``). ROOT/stages/STAGE.json
+records each stage (done or not, its seconds, device and results); a stage that was stopped (a time limit, a kill)
+continues from its checkpoint on the next call, and done stages are skipped, so ``mimzoo zoo build`` can be called
+again and again until it finishes. One file per stage lets builds made on several machines (an entry or a seed
+each, ``--seed``) merge by copying their ROOT folders together; the results then cover every seed done.
 
 Honest numbers: every recipe is fixed before anything is measured. Where an evaluation has candidates (``SWEEPS``),
 each is trained on the training split minus a seeded, stratified 10% validation carve and scored there (its last
@@ -44,6 +46,7 @@ from mimzoo.zoo import ZOO, ZooEntry
 # zoo data name -> file in --data-dir (the packs of ../shared/data, see its README)
 DATA_FILES = {"cifar10": "cifar10_jpeg_q75.npz", "camvid": "camvid_360x480_jpeg95.npz"}
 VAL_FRACTION = 0.1
+STAGES = "stages"  # ROOT/stages/KEY.json: one record per stage
 
 # the downstream recipe of each task, fixed in advance (the MAE protocols, with ViT-T / CIFAR-sized batches)
 EVALS: dict[str, Any] = {
@@ -77,24 +80,24 @@ class BuildOptions:
     workers: int = 8
     smoke: bool = False
     baselines: bool = True
+    seed: int | None = None  # build this one of each entry's seeds (None: all of them)
     cards_dir: Path | None = None  # where each entry's card is copied (the repo's model_cards/)
     results_file: Path | None = None  # where the headline numbers are written (the package's zoo_results.json)
     command: str = field(default_factory=lambda: " ".join(["mimzoo", *sys.argv[1:]]))
 
 
 class ZooBuild:
-    """One build: the state file, the stages, the results table."""
+    """One build: the stage records, the stages, the results table."""
 
     def __init__(self, options: BuildOptions, reporter: Reporter | None = None) -> None:
         self.options, self.reporter = options, reporter or Reporter()
-        self.state_file = options.root / "state.json"
-        self.state: dict[str, Any] = json.loads(self.state_file.read_text()) if self.state_file.is_file() else {}
+        self.state = read_stages(options.root)
 
     # ---- the plan --------------------------------------------------------------------------------------------
     def run(self, names: list[str]) -> dict[str, Any]:
         entries = [_buildable(name) for name in names] or [e for e in ZOO.values() if e.recipe is not None]
         for entry in entries:
-            for seed in entry.seeds:
+            for seed in self._seeds(entry):
                 backbone = self.pretrain(entry, seed)
                 for task in entry.evals:
                     self.evaluate(f"{entry.name}/seed{seed}/{task}", task, backbone, entry.arch, entry.data, seed)
@@ -102,6 +105,14 @@ class ZooBuild:
             for arch, data, task in sorted({(e.arch, e.data, t) for e in entries for t in e.evals}):
                 self.evaluate(f"baselines/{arch}-{data}/{task}", task, f"random:{arch}", arch, data, 0)
         return self.write_results(entries)
+
+    def _seeds(self, entry: ZooEntry) -> tuple[int, ...]:
+        if self.options.seed is None:
+            return entry.seeds
+        if self.options.seed not in entry.seeds:
+            raise MimzooError(f"{entry.name} is built with seeds {', '.join(map(str, entry.seeds))}, not "
+                              f"{self.options.seed}; choose one of those with --seed")
+        return (self.options.seed,)
 
     def pretrain(self, entry: ZooEntry, seed: int) -> str:
         key, out = f"{entry.name}/seed{seed}/pretrain", self.options.root / entry.name / f"seed{seed}" / "pretrain"
@@ -159,7 +170,8 @@ class ZooBuild:
             run = {"knn": run_knn, "linprobe": run_linprobe, "linprobe_adamw": run_linprobe, "finetune": run_finetune}
             results = run[task](inp, cfg, self.reporter)
         return {HEADLINE[task]: results[HEADLINE[task]], "split": results["split"],
-                "metrics_file": str(Path(cfg.out) / "results.json")}
+                # relative to ROOT, where results.json lists it: builds merged from other machines keep their paths
+                "metrics_file": (Path(cfg.out) / "results.json").relative_to(self.options.root).as_posix()}
 
     # ---- stages and state ------------------------------------------------------------------------------------
     def _done(self, key: str) -> bool:
@@ -176,12 +188,10 @@ class ZooBuild:
         finally:
             entry["seconds"] = round(entry["seconds"] + time.perf_counter() - start, 1)
             entry["device"] = device_name(self.options.device)
-            self._save_state()
-
-    def _save_state(self) -> None:
-        self.options.root.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self.state_file) as tmp:
-            tmp.write_text(json.dumps(self.state, indent=2))
+            path = self.options.root / STAGES / f"{key}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp:
+                tmp.write_text(json.dumps(entry, indent=2))
 
     def _data(self, name: str) -> Path:
         path = self.options.data_dir / DATA_FILES[name]
@@ -204,7 +214,8 @@ class ZooBuild:
         if self.options.cards_dir is not None:
             self.options.cards_dir.mkdir(parents=True, exist_ok=True)
             for entry in entries:
-                card = self.options.root / entry.name / f"seed{entry.seeds[0]}" / "pretrain" / "export" / "README.md"
+                seed = self._seeds_done(entry)[0]
+                card = self.options.root / entry.name / f"seed{seed}" / "pretrain" / "export" / "README.md"
                 with atomic_path(self.options.cards_dir / f"{entry.name}.md") as tmp:
                     tmp.write_text(card.read_text())
         if self.options.results_file is not None:
@@ -226,16 +237,21 @@ class ZooBuild:
         with atomic_path(path) as tmp:
             tmp.write_text(json.dumps(shipped, indent=2))
 
+    def _seeds_done(self, entry: ZooEntry) -> list[int]:
+        return [s for s in entry.seeds if all(self._done(f"{entry.name}/seed{s}/{t}") for t in entry.evals)]
+
     def _entry_results(self, entry: ZooEntry) -> dict[str, Any]:
+        """Mean and spread over the seeds done (a build may have made some of them, other builds the rest)."""
         stages = {k: v for k, v in self.state.items() if k.startswith(f"{entry.name}/")}
+        seeds = self._seeds_done(entry)
         metrics = {}
         for task in entry.evals:
-            runs = [self.state[f"{entry.name}/seed{s}/{task}"]["results"] for s in entry.seeds]
+            runs = [self.state[f"{entry.name}/seed{s}/{task}"]["results"] for s in seeds]
             values = [run[HEADLINE[task]] for run in runs]
             metrics[task] = {"mean": round(statistics.fmean(values), 2),
                              "std": round(statistics.stdev(values), 2) if len(values) > 1 else None,
                              "values": values, "metrics_files": [run["metrics_file"] for run in runs]}
-        return {"seeds": list(entry.seeds), "metrics": metrics,
+        return {"seeds": seeds, "metrics": metrics,
                 "minutes": round(sum(v["seconds"] for v in stages.values()) / 60, 2),
                 "device": sorted({v["device"] for v in stages.values()})}
 
@@ -288,6 +304,13 @@ def device_name(device: str) -> str:
     if device != "cpu" and torch.cuda.is_available():
         return torch.cuda.get_device_name(torch.device(device) if device.startswith("cuda") else None)
     return f"cpu ({platform.machine()})"
+
+
+def read_stages(root: Path) -> dict[str, Any]:
+    """Every stage record under ROOT/stages, by stage key."""
+    folder = root / STAGES
+    return {path.relative_to(folder).with_suffix("").as_posix(): read_json(path, "remove it to run the stage again")
+            for path in sorted(folder.rglob("*.json"))}
 
 
 def reference_entry(arch: str, data: str) -> ZooEntry:
