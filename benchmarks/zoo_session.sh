@@ -9,8 +9,8 @@
 #
 #   mkdir -p .data && cp ../shared/data/cifar10_jpeg_q75.npz .data/      # here, once (.data/ is ignored)
 #   ENTRY=mae-vit-tiny-p4-cifar10 bash benchmarks/zoo_session.sh         # there: run(carry=[".data"])
-#   tar xzf zoo-ENTRY.tar.gz -C benchmarks/results/                      # here: the files behind the numbers
-#   SMOKE=1 DATA=/tmp/sample ENTRY=... OUT=/tmp/z bash benchmarks/zoo_session.sh  # the chain on a CPU: MAE took
+#   tar xzf zoo-ENTRY.tar.gz; git add benchmarks/results/zoo             # here: the files behind the numbers
+#   SMOKE=1 DATA=/tmp/sample ROOT=/tmp/zoo ENTRY=... OUT=/tmp/z bash benchmarks/zoo_session.sh  # a CPU check: MAE took
 #   11 min on 2 cores with the built-in sample (mimzoo/data/sample) copied to /tmp/sample/cifar10_jpeg_q75.npz
 set -u
 cd "$(dirname "$0")/.."
@@ -18,7 +18,8 @@ ENTRY=${ENTRY:?name the entry, e.g. ENTRY=mae-vit-tiny-p4-cifar10 (mimzoo list s
 OUT=${OUT:-/tmp/zoo-session}
 BUDGET=${BUDGET:-540}
 DATA=${DATA:-.data}
-ROOT=${ROOT:-zoo}
+# committed, so each call sees the stages of earlier ones (the recipes chosen with MAE's encoder above all)
+ROOT=${ROOT:-benchmarks/results/zoo}
 PY=${PY:-python}
 export PYTHONPATH="$PWD:$PWD/cli${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
