@@ -116,7 +116,8 @@ def test_a_stopped_build_continues_and_every_number_has_its_metrics_file(zoo_set
     assert "model-index" in card
     shipped = json.loads(zoo_setup.results_file.read_text())
     assert shipped["entries"][ENTRY]["knn"] == row["metrics"]["knn"]["mean"]
-    assert shipped["entries"]["earlier-entry"] == earlier and shipped["entries"][ENTRY]["command"] == zoo_setup.command
+    assert shipped["entries"]["earlier-entry"] == earlier
+    assert shipped["entries"][ENTRY]["commands"] == shipped["entries"][OTHER]["commands"] == [zoo_setup.command]
     markdown = (zoo_setup.root / "results.md").read_text()
     assert "smoke" in markdown
     assert f"| {recipe}: blr {chosen['blr']:g}, the best of 2 on the validation carve |" in markdown

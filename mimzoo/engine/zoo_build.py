@@ -104,7 +104,7 @@ class ZooBuild:
         if self.options.baselines:
             for arch, data, task in sorted({(e.arch, e.data, t) for e in entries for t in e.evals}):
                 self.evaluate(f"baselines/{arch}-{data}/{task}", task, f"random:{arch}", arch, data, 0)
-        return self.write_results(entries)
+        return self.write_results()
 
     def _seeds(self, entry: ZooEntry) -> tuple[int, ...]:
         if self.options.seed is None:
@@ -188,6 +188,7 @@ class ZooBuild:
         finally:
             entry["seconds"] = round(entry["seconds"] + time.perf_counter() - start, 1)
             entry["device"] = device_name(self.options.device)
+            entry["command"] = self.options.command
             path = self.options.root / STAGES / f"{key}.json"
             path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(path) as tmp:
@@ -201,9 +202,10 @@ class ZooBuild:
         return path
 
     # ---- results ---------------------------------------------------------------------------------------------
-    def write_results(self, entries: list[ZooEntry]) -> dict[str, Any]:
+    def write_results(self) -> dict[str, Any]:
         """ROOT/results.json and results.md (mean and spread over seeds, minutes per entry), the cards and the
-        shipped headline numbers."""
+        shipped headline numbers, of every entry with a seed done: this build's and those merged into ROOT."""
+        entries = [e for e in ZOO.values() if e.recipe is not None and self._seeds_done(e)]
         table = {"command": self.options.command, "smoke": self.options.smoke,
                  "entries": {e.name: self._entry_results(e) for e in entries}, "baselines": self._baselines(),
                  "recipes": self._recipes()}
@@ -231,7 +233,7 @@ class ZooBuild:
             raise MimzooError(f"{path} is not a zoo results file (its entries are not an object); choose another "
                               "--results-file")
         shipped.setdefault("entries", {}).update({
-            name: {"command": table["command"], "device": row["device"], "minutes": row["minutes"],
+            name: {"commands": row["commands"], "device": row["device"], "minutes": row["minutes"],
                    "seeds": row["seeds"], **{task: metric["mean"] for task, metric in row["metrics"].items()}}
             for name, row in table["entries"].items()})
         with atomic_path(path) as tmp:
@@ -253,7 +255,8 @@ class ZooBuild:
                              "values": values, "metrics_files": [run["metrics_file"] for run in runs]}
         return {"seeds": seeds, "metrics": metrics,
                 "minutes": round(sum(v["seconds"] for v in stages.values()) / 60, 2),
-                "device": sorted({v["device"] for v in stages.values()})}
+                "device": sorted({v["device"] for v in stages.values()}),
+                "commands": sorted({v["command"] for v in stages.values()})}
 
     def _baselines(self) -> dict[str, Any]:
         return {k: {"value": v["results"][HEADLINE[k.rsplit("/", 1)[1]]], "metrics_file": v["results"]["metrics_file"],
@@ -278,7 +281,8 @@ class ZooBuild:
 
 def results_markdown(table: dict[str, Any]) -> str:
     tasks = sorted({task for row in table["entries"].values() for task in row["metrics"]})
-    lines = [f"Made by `{table['command']}`" + (" (smoke: a few steps, not results)" if table["smoke"] else ""), "",
+    lines = [f"Written by `{table['command']}`" + (" (smoke: a few steps, not results)" if table["smoke"] else "")
+             + "; the commands that built each entry are in results.json", "",
              "| entry | seeds | " + " | ".join(tasks) + " | minutes | device |",
              "|---|---|" + "---|" * len(tasks) + "---|---|"]
     for name, row in table["entries"].items():
