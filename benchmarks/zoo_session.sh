@@ -9,6 +9,7 @@
 #
 #   mkdir -p .data && cp ../shared/data/cifar10_jpeg_q75.npz .data/      # here, once (.data/ is ignored)
 #   ENTRY=mae-vit-tiny-p4-cifar10 bash benchmarks/zoo_session.sh         # there: run(carry=[".data"])
+#   DATA_DEVICE=gpu ENTRY=...                                            # views made on the GPU (CIFAR stays there)
 #   tar xzf zoo-ENTRY.tar.gz; git add benchmarks/results/zoo             # here: the files behind the numbers
 #   SMOKE=1 DATA=/tmp/sample ROOT=/tmp/zoo ENTRY=... OUT=/tmp/z bash benchmarks/zoo_session.sh  # a CPU check: MAE took
 #   11 min on 2 cores with the built-in sample (mimzoo/data/sample) copied to /tmp/sample/cifar10_jpeg_q75.npz
@@ -27,7 +28,8 @@ start=$(date +%s)
 # SIGTERM stops the build like Ctrl-C (its stage's time and checkpoint are kept, for a call that continues on the
 # same warm machine)
 timeout --signal=TERM --kill-after=20 "$BUDGET" $PY -m mimzoo zoo build "$ENTRY" --data-dir "$DATA" --root "$ROOT" \
-  --cards-dir "$ROOT/cards" --results-file "$ROOT/zoo_results.json" ${SMOKE:+--smoke} >"$OUT/build-$ENTRY.log" 2>&1
+  --cards-dir "$ROOT/cards" --results-file "$ROOT/zoo_results.json" --data-device "${DATA_DEVICE:-cpu}" \
+  ${SMOKE:+--smoke} >"$OUT/build-$ENTRY.log" 2>&1
 status=$?
 echo "zoo build $ENTRY: exit $status after $(($(date +%s) - start)) s" | tee -a "$OUT/build-$ENTRY.log"
 if ((status == 0)); then

@@ -135,9 +135,12 @@ def test_seeds_built_apart_merge_by_copying_their_folders(zoo_setup, monkeypatch
                      {"method": "mae", "arch": TINY_ARCH, "epochs": 1, "blr": 1.5e-4}, (0, 1), ("knn",))
     monkeypatch.setattr(zoo_build, "ZOO", {entry.name: entry})
     for seed in (0, 1):  # two machines, one seed each
-        options = replace(zoo_setup, root=tmp_path / f"machine{seed}", seed=seed, baselines=False, cards_dir=None)
+        options = replace(zoo_setup, root=tmp_path / f"machine{seed}", seed=seed, baselines=False, cards_dir=None,
+                          data_device="gpu")  # the device path (here on the CPU), recorded in the run's config
         table = zoo_build.ZooBuild(options).run([entry.name])
         assert table["entries"][entry.name]["seeds"] == [seed]
+        config = json.loads((options.root / entry.name / f"seed{seed}" / "pretrain" / "config.json").read_text())
+        assert config["data_device"] == "gpu"
     merged = tmp_path / "merged"
     for seed in (0, 1):
         shutil.copytree(tmp_path / f"machine{seed}", merged, dirs_exist_ok=True)

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from mimzoo_cli.choices import DataDevice
 from mimzoo_cli.console import console, fail_cleanly
 from mimzoo_cli.help import Command, Group, Workers, workers_or_default
 
@@ -25,6 +26,9 @@ def build(
     data_dir: Annotated[Path, typer.Option(
         help="Folder with the data packs (cifar10_jpeg_q75.npz, camvid_360x480_jpeg95.npz).")] = Path("data"),
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    data_device: Annotated[DataDevice, typer.Option(
+        help="Pretraining's views: cpu (PIL in the workers) or gpu (decoded and resampled on the device; a pack "
+        "that fits, as CIFAR-10 does, stays there decoded). Recorded in each run's config.")] = DataDevice.cpu,
     workers: Workers = None,
     smoke: Annotated[bool, typer.Option("--smoke", help="Every recipe shrunk to a few steps: checks the chain, "
                                                         "measures nothing.")] = False,
@@ -48,7 +52,8 @@ def build(
 
     # a scheduler's or `timeout`'s SIGTERM stops like Ctrl-C: the stage's time and checkpoint are kept
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    options = BuildOptions(root=root, data_dir=data_dir, device=device, workers=workers_or_default(workers),
+    options = BuildOptions(root=root, data_dir=data_dir, device=device, data_device=data_device.value,
+                           workers=workers_or_default(workers),
                            smoke=smoke, seed=seed, baselines=baselines, cards_dir=cards_dir, results_file=results_file)
     table = ZooBuild(options, RichReporter()).run(entries or [])
     console.print(results_markdown(table), markup=False, highlight=False, soft_wrap=True)

@@ -77,6 +77,7 @@ class BuildOptions:
     root: Path = Path("zoo")
     data_dir: Path = Path("data")
     device: str = "auto"
+    data_device: str = "cpu"  # pretraining's views: PIL in the workers, or decoded and resampled on the device
     workers: int = 8
     smoke: bool = False
     baselines: bool = True
@@ -119,7 +120,8 @@ class ZooBuild:
         if not self._done(key):
             recipe = {**entry.recipe, **(SMOKE_PRETRAIN if self.options.smoke else {})}
             cfg = PretrainConfig(**{**recipe, "data": str(self._data(entry.data)), "out": str(out), "seed": seed,
-                                    "device": self.options.device, "workers": self.options.workers})
+                                    "device": self.options.device, "data_device": self.options.data_device,
+                                    "workers": self.options.workers})
             resume = (out / CHECKPOINT).exists()
             self._stage(key, lambda: {"export": str(pretrain(cfg, resume=resume, explicit=set(recipe),
                                                              reporter=self.reporter))})
