@@ -1,9 +1,10 @@
-"""Ctrl-C says where a run stopped and exits 130 with its last checkpoint kept; --resume continues exactly; a
-diverging probe and a resume with nothing to resume stop with one line."""
+"""Ctrl-C (or SIGTERM) says where a run stopped and exits 130 with its last checkpoint kept; --resume continues
+exactly; a diverging probe and a resume with nothing to resume stop with one line."""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -24,18 +25,25 @@ from mimzoo.errors import Interrupted
 PROBE = ["--workers", "0", "--device", "cpu", "--val-fraction", "0.25", "--warmup-epochs", "0", "--batch-size", "8"]
 
 
-def test_sigint_mid_pretraining_exits_130_and_keeps_the_checkpoint(npz_pack, tmp_path):
+# Ctrl-C from a terminal; SIGTERM as a scheduler or `timeout` sends it, to the whole process group, loader workers
+# included
+@pytest.mark.parametrize("stop,workers", [(signal.SIGINT, 0), (signal.SIGTERM, 2)])
+def test_a_stop_mid_pretraining_exits_130_and_keeps_the_checkpoint(npz_pack, tmp_path, stop, workers):
     out = tmp_path / "r"
     command = [sys.executable, "-m", "mimzoo", "pretrain", "--data", str(npz_pack), "--arch", TINY_ARCH, "--out",
-               str(out), "--batch-size", "4", "--epochs", "50", "--warmup-epochs", "0", "--workers", "0",
+               str(out), "--batch-size", "4", "--epochs", "50", "--warmup-epochs", "0", "--workers", str(workers),
                "--ckpt-every", "2"]
-    # a shell's background job ignores SIGINT, and Python then installs no KeyboardInterrupt handler: restore it
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+    def own_group() -> None:
+        os.setpgrp()
+        # a shell's background job ignores SIGINT, and Python then installs no KeyboardInterrupt handler: restore it
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=own_group)
     deadline = time.time() + 120
     while not (out / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
+    os.killpg(proc.pid, stop)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr and "error:" not in stderr

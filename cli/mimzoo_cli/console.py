@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -22,13 +23,15 @@ INTERRUPTED = 130  # the shell's exit status for a command stopped by SIGINT (12
 
 
 def fail_cleanly(command: F) -> F:
-    """Print ``error: <message>`` for a MimzooError (rank 0 only) and exit 1, with no traceback; on Ctrl-C, say
-    where a training loop stopped and how to continue (``mimzoo.errors.Interrupted``) and exit 130."""
+    """Print ``error: <message>`` for a MimzooError (rank 0 only) and exit 1, with no traceback; on Ctrl-C or SIGTERM
+    (a scheduler's time limit, ``timeout``, torchrun stopping its workers), say where a training loop stopped and how
+    to continue (``mimzoo.errors.Interrupted``) and exit 130."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         from mimzoo.errors import MimzooError
 
+        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
             return command(*args, **kwargs)
         except MimzooError as exc:
@@ -37,6 +40,8 @@ def fail_cleanly(command: F) -> F:
         except KeyboardInterrupt as exc:
             _say(str(exc) or "interrupted")
             raise typer.Exit(INTERRUPTED) from None
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
     return wrapper  # type: ignore[return-value]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -50,8 +49,6 @@ def build(
     from mimzoo.engine.zoo_build import BuildOptions, ZooBuild, results_markdown
     from mimzoo_cli.progress import RichReporter
 
-    # a scheduler's or `timeout`'s SIGTERM stops like Ctrl-C: the stage's time and checkpoint are kept
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     options = BuildOptions(root=root, data_dir=data_dir, device=device, data_device=data_device.value,
                            workers=workers_or_default(workers),
                            smoke=smoke, seed=seed, baselines=baselines, cards_dir=cards_dir, results_file=results_file)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import signal
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
@@ -139,13 +140,20 @@ class ResumableSampler(DistributedSampler):
         return self.num_samples - self.skip
 
 
+def worker_leaves_sigterm(worker_id: int) -> None:
+    """A loader's ``worker_init_fn``: SIGTERM (a scheduler's stop, ``timeout``, sent to the whole process group) is
+    the main process's to handle; it stops cleanly and shuts the workers down, where workers killed by the signal
+    would end the run with a worker-died traceback."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def make_loader(dataset: Dataset, sampler: ResumableSampler, batch_size: int, workers: int,
                 pin_memory: bool, collate_fn: Callable | None = None) -> DataLoader:
     # A private generator keeps worker seeding off the global RNG, whose state the checkpoint restores;
     # workers persist across epochs (the sampler's keys carry the epoch).
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=True,
                       pin_memory=pin_memory, generator=torch.Generator(), persistent_workers=workers > 0,
-                      collate_fn=collate_fn)
+                      collate_fn=collate_fn, worker_init_fn=worker_leaves_sigterm)
 
 
 @functools.lru_cache(maxsize=8)
