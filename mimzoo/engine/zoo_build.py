@@ -258,7 +258,8 @@ class ZooBuild:
         return {"seeds": seeds, "metrics": metrics,
                 "minutes": round(sum(v["seconds"] for v in stages.values()) / 60, 2),
                 "device": sorted({v["device"] for v in stages.values()}),
-                "commands": sorted({v["command"] for v in stages.values() if "command" in v})}  # old: none
+                # (records written before the stages recorded their command have none)
+                "commands": sorted({v["command"] for v in stages.values() if "command" in v})}
 
     def _baselines(self) -> dict[str, Any]:
         return {k: {"value": v["results"][HEADLINE[k.rsplit("/", 1)[1]]], "metrics_file": v["results"]["metrics_file"],
