@@ -148,5 +148,10 @@ def test_seeds_built_apart_merge_by_copying_their_folders(zoo_setup, monkeypatch
     knn = table["entries"][entry.name]["metrics"]["knn"]
     assert table["entries"][entry.name]["seeds"] == [0, 1] and len(knn["values"]) == 2 and knn["std"] is not None
     assert all((merged / path).is_file() for path in knn["metrics_files"])  # paths relative to the build's root
+    # a stage left to do whose encoder stayed on the other machine: one line, never a half-built entry
+    shutil.rmtree(merged / entry.name / "seed1" / "pretrain" / "export")
+    (merged / "stages" / entry.name / "seed1" / "knn.json").unlink()
+    with pytest.raises(MimzooError, match="seed1/pretrain/export is gone, though .*seed1/pretrain.json records"):
+        zoo_build.ZooBuild(replace(zoo_setup, root=merged, baselines=False, cards_dir=None)).run([entry.name])
     with pytest.raises(MimzooError, match="built with seeds 0, 1, not 5; choose one of those with --seed"):
         zoo_build.ZooBuild(replace(zoo_setup, seed=5)).run([entry.name])

@@ -162,6 +162,11 @@ class ZooBuild:
 
     def _run_task(self, task: str, cfg: Any, backbone: str, data: str, seed: int, record: bool,
                   val_fraction: float | None = None) -> dict[str, Any]:
+        if not backbone.startswith("random:") and not Path(backbone).is_dir():
+            stage = self.options.root / STAGES / f"{Path(backbone).parent.relative_to(self.options.root)}.json"
+            raise MimzooError(f"{backbone} is gone, though {stage} records its pretraining as done (a build merged "
+                              f"from another machine keeps no weights); restore it, or remove {stage} to pretrain "
+                              "it again")
         if hasattr(cfg, "resume"):
             cfg = replace(cfg, resume=(Path(cfg.out) / CHECKPOINT).exists())
         inp = DownstreamInput(backbone, str(self._data(data)), val_fraction, None, self.options.device, seed,
