@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import signal
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
@@ -140,11 +141,11 @@ class ResumableSampler(DistributedSampler):
         return self.num_samples - self.skip
 
 
-def worker_leaves_sigterm(worker_id: int) -> None:
-    """A loader's ``worker_init_fn``: SIGTERM (a scheduler's stop, ``timeout``, sent to the whole process group) is
-    the main process's to handle; it stops cleanly and shuts the workers down, where workers killed by the signal
-    would end the run with a worker-died traceback."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+def worker_stops_quietly(worker_id: int) -> None:
+    """A loader's ``worker_init_fn``: on SIGTERM (a scheduler's stop, ``timeout``, sent to the whole process group;
+    or the loader's own shutdown) a worker ends at once with status 0, leaving the report to the main process, which
+    stops cleanly; killed by the signal, workers would end the run with a worker-killed traceback."""
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
 
 
 def make_loader(dataset: Dataset, sampler: ResumableSampler, batch_size: int, workers: int,
@@ -153,7 +154,7 @@ def make_loader(dataset: Dataset, sampler: ResumableSampler, batch_size: int, wo
     # workers persist across epochs (the sampler's keys carry the epoch).
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=True,
                       pin_memory=pin_memory, generator=torch.Generator(), persistent_workers=workers > 0,
-                      collate_fn=collate_fn, worker_init_fn=worker_leaves_sigterm)
+                      collate_fn=collate_fn, worker_init_fn=worker_stops_quietly)
 
 
 @functools.lru_cache(maxsize=8)

@@ -10,7 +10,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch.utils.data import DataLoader
 
 from mimzoo.data.labeled import LabeledDataset
-from mimzoo.data.loader import SkipReportingLoader, worker_leaves_sigterm
+from mimzoo.data.loader import SkipReportingLoader, worker_stops_quietly
 from mimzoo.engine.report import Reporter, SilentReporter
 from mimzoo.errors import MimzooError
 
@@ -42,7 +42,7 @@ def dataset_features(backbone: VisionTransformer, dataset: LabeledDataset, batch
                      reporter: Reporter | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`extract_features` over ``dataset`` in order, warning about the unreadable images it skipped."""
     reporter = reporter or SilentReporter()
-    loader = DataLoader(dataset, batch_size, num_workers=workers, worker_init_fn=worker_leaves_sigterm)
+    loader = DataLoader(dataset, batch_size, num_workers=workers, worker_init_fn=worker_stops_quietly)
     return extract_features(backbone, SkipReportingLoader(loader, dataset.source, reporter.message), device, pool,
                             reporter)
 

@@ -24,7 +24,7 @@ from timm.scheduler import CosineLRScheduler
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
-from mimzoo.data.loader import SkipReportingLoader, worker_leaves_sigterm
+from mimzoo.data.loader import SkipReportingLoader, worker_stops_quietly
 from mimzoo.engine import distributed as dist_utils
 from mimzoo.engine.atomic import atomic_path
 from mimzoo.engine.checkpoint import CHECKPOINT, load_checkpoint, resumable, rng_state, save_checkpoint, set_rng_state
@@ -148,7 +148,7 @@ class SupervisedLoop:
         # the datasets' batches end with the index of any image they had to replace; the loaders report those
         self.train_loader = SkipReportingLoader(
             DataLoader(train_set, cfg.batch_size, sampler=self.sampler, num_workers=cfg.workers, drop_last=True,
-                       pin_memory=pin, worker_init_fn=worker_leaves_sigterm), train_set.source, reporter.message)
+                       pin_memory=pin, worker_init_fn=worker_stops_quietly), train_set.source, reporter.message)
         if len(self.train_loader) == 0:
             raise MimzooError(f"--batch-size {cfg.batch_size} x {ctx.world_size} processes is larger than the "
                               f"training split ({len(train_set)} images); lower --batch-size")
@@ -167,7 +167,7 @@ class SupervisedLoop:
         part = Subset(dataset, range(self.ctx.rank, len(dataset), self.ctx.world_size))
         return SkipReportingLoader(
             DataLoader(part, self.cfg.eval_batch_size or self.cfg.batch_size, num_workers=self.cfg.workers,
-                       pin_memory=self.ctx.device.type == "cuda", worker_init_fn=worker_leaves_sigterm),
+                       pin_memory=self.ctx.device.type == "cuda", worker_init_fn=worker_stops_quietly),
             dataset.source, self.reporter.message)
 
     def _load(self) -> None:
