@@ -27,7 +27,7 @@ PROBE = ["--workers", "0", "--device", "cpu", "--val-fraction", "0.25", "--warmu
 
 # Ctrl-C from a terminal; SIGTERM as a scheduler or `timeout` sends it, to the whole process group, loader workers
 # included
-@pytest.mark.parametrize("stop,workers", [(signal.SIGINT, 0), (signal.SIGTERM, 2)])
+@pytest.mark.parametrize("stop,workers", [(signal.SIGINT, 0), (signal.SIGTERM, 2)], ids=["sigint", "sigterm"])
 def test_a_stop_mid_pretraining_exits_130_and_keeps_the_checkpoint(npz_pack, tmp_path, stop, workers):
     out = tmp_path / "r"
     command = [sys.executable, "-m", "mimzoo", "pretrain", "--data", str(npz_pack), "--arch", TINY_ARCH, "--out",
