@@ -30,7 +30,7 @@ from mimzoo.data.pipeline import view_pipeline
 from mimzoo.data.sources import open_source
 from mimzoo.data.transforms import make_view
 from mimzoo.engine.config import PretrainConfig
-from mimzoo.methods import get_method, resolve_defaults
+from mimzoo.methods import get_method, resolve_defaults, view_size
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid_360x480_jpeg95.npz"
 
@@ -78,7 +78,7 @@ class Trainer:
     def __init__(self, method: str, arch_name: str, device: torch.device, compile_: bool) -> None:
         self.cfg = resolve_defaults(PretrainConfig(method=method, arch=arch_name))
         spec, arch = get_method(method), get_arch(arch_name)
-        self.size, self.crop, self.device = spec.view_size(arch, self.cfg), self.cfg.crop, device
+        self.size, self.crop, self.device = view_size(arch, self.cfg), self.cfg.crop, device
         self.model = spec.build(arch, self.cfg).to(device)
         self.forward = torch.compile(self.model) if compile_ else self.model
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4, betas=(0.9, 0.95))

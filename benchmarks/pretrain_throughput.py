@@ -25,7 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from mimzoo.archs import get_arch
 from mimzoo.engine.config import PretrainConfig
-from mimzoo.methods import METHODS, get_method, resolve_defaults
+from mimzoo.methods import METHODS, get_method, resolve_defaults, view_size
 
 # dense bf16 FLOP/s a large matmul reaches (performance.md: 798 of the paper's 989 on an H100); the H200 is the
 # same GH100 chip with more and faster memory, so the same figure
@@ -40,7 +40,7 @@ def build_mimzoo(method: str, arch_name: str) -> tuple[torch.nn.Module, LossFn, 
     cfg = resolve_defaults(PretrainConfig(method=method, arch=arch_name))
     spec, arch = get_method(method), get_arch(arch_name)
     model = spec.build(arch, cfg)
-    return model, lambda images: model(images).loss, spec.view_size(arch, cfg)
+    return model, lambda images: model(images).loss, view_size(arch, cfg)
 
 
 def build_transformers_vitmae(arch_name: str) -> tuple[torch.nn.Module, LossFn, int]:
