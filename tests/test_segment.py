@@ -108,12 +108,14 @@ def test_bad_masks_give_one_clear_line(tmp_path):
         open_segmentation(str(tmp_path))
 
 
-def test_npz_pack_layout(tmp_path):
+def write_pack(path: Path, splits=(("train", 3), ("val", 2)), size=(32, 32)) -> Path:
+    """A segmentation pack in ../shared/data's CamVid format: SPLIT_jpeg / SPLIT_offsets / SPLIT_y, and the class
+    names with 'unlabelled' last (the ignore label)."""
     arrays = {"classes": np.array(["sky", "road", "car", "unlabelled"])}
-    for split, count in (("train", 3), ("val", 2)):
+    for split, count in splits:
         blobs, masks = [], []
         for i in range(count):
-            image, mask = scene(i)
+            image, mask = scene(i, *size)
             buf = io.BytesIO()
             Image.fromarray(image).save(buf, format="JPEG", quality=95)
             blobs.append(np.frombuffer(buf.getvalue(), np.uint8))
@@ -121,8 +123,12 @@ def test_npz_pack_layout(tmp_path):
         arrays[f"{split}_jpeg"] = np.concatenate(blobs)
         arrays[f"{split}_offsets"] = np.cumsum([0] + [len(b) for b in blobs])
         arrays[f"{split}_y"] = np.stack(masks)
-    np.savez(tmp_path / "pack.npz", **arrays)
-    data = open_segmentation(str(tmp_path / "pack.npz"))
+    np.savez(path, **arrays)
+    return path
+
+
+def test_npz_pack_layout(tmp_path):
+    data = open_segmentation(str(write_pack(tmp_path / "pack.npz")))
     assert data.classes == ["sky", "road", "car"] and data.void_label == 3  # 'unlabelled' is the ignore label
     check_split(data.train, 3, 3, "train")
     assert data.val.image(1).shape == (32, 32, 3)

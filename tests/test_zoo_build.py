@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from test_segment import write_pack
 
 import mimzoo.engine.zoo_build as zoo_build
 from conftest import TINY_ARCH
@@ -130,7 +131,7 @@ def test_unknown_entry_and_missing_data(zoo_setup, cli, tmp_path):
     assert result.exit_code == 1 and "--data-dir" in result.output and "Traceback" not in result.output
 
 
-def test_seeds_built_apart_merge_by_copying_their_folders(zoo_setup, monkeypatch, tmp_path):
+def test_seeds_built_apart_merge_by_copying_their_folders(zoo_setup, monkeypatch, tmp_path, cli):
     entry = ZooEntry("two-seeds", "mae", TINY_ARCH, "cifar10", 1, "mimzoo/two-seeds", "test",
                      {"method": "mae", "arch": TINY_ARCH, "epochs": 1, "blr": 1.5e-4}, (0, 1), ("knn",))
     monkeypatch.setattr(zoo_build, "ZOO", {entry.name: entry})
@@ -144,7 +145,12 @@ def test_seeds_built_apart_merge_by_copying_their_folders(zoo_setup, monkeypatch
     merged = tmp_path / "merged"
     for seed in (0, 1):
         shutil.copytree(tmp_path / f"machine{seed}", merged, dirs_exist_ok=True)
-    table = zoo_build.ZooBuild(replace(zoo_setup, root=merged, baselines=False, cards_dir=None)).run([entry.name])
+    # from the command line: every stage is done, so the build only writes and prints the table of both seeds
+    result = cli("zoo", "build", entry.name, "--root", merged, "--data-dir", zoo_setup.data_dir, "--smoke",
+                 "--no-baselines", "--workers", "0", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "| two-seeds | 2 |" in result.output
+    table = json.loads((merged / "results.json").read_text())
     knn = table["entries"][entry.name]["metrics"]["knn"]
     assert table["entries"][entry.name]["seeds"] == [0, 1] and len(knn["values"]) == 2 and knn["std"] is not None
     assert all((merged / path).is_file() for path in knn["metrics_files"])  # paths relative to the build's root
@@ -155,3 +161,17 @@ def test_seeds_built_apart_merge_by_copying_their_folders(zoo_setup, monkeypatch
         zoo_build.ZooBuild(replace(zoo_setup, root=merged, baselines=False, cards_dir=None)).run([entry.name])
     with pytest.raises(MimzooError, match="built with seeds 0, 1, not 5; choose one of those with --seed"):
         zoo_build.ZooBuild(replace(zoo_setup, seed=5)).run([entry.name])
+
+
+def test_the_camvid_chain_segments_on_the_test_split_beside_a_random_init_dpt(zoo_setup, monkeypatch):
+    write_pack(zoo_setup.data_dir / zoo_build.DATA_FILES["camvid"], (("train", 16), ("val", 2), ("test", 3)), (64, 64))
+    entry = ZooEntry("seg-test", "mae", TINY_ARCH, "camvid", 1, "mimzoo/seg-test", "test",
+                     {"method": "mae", "arch": TINY_ARCH, "epochs": 1, "blr": 1.5e-4}, (0,), ("segment",))
+    monkeypatch.setattr(zoo_build, "ZOO", {entry.name: entry})
+    table = zoo_build.ZooBuild(replace(zoo_setup, cards_dir=None)).run([])
+    segment = table["entries"][entry.name]["metrics"]["segment"]
+    results = json.loads((zoo_setup.root / segment["metrics_files"][0]).read_text())
+    assert results["split"] == "test" and results["splits"]["val"]["images"] == 3  # the pack's test split
+    assert results["miou"] == segment["values"][0]
+    baseline = table["baselines"][f"baselines/{TINY_ARCH}-camvid/segment"]
+    assert json.loads((zoo_setup.root / baseline["metrics_file"]).read_text())["miou"] == baseline["value"]
