@@ -263,8 +263,7 @@ class ZooBuild:
         return {"seeds": seeds, "metrics": metrics,
                 "minutes": round(sum(v["seconds"] for v in stages.values()) / 60, 2),
                 "device": sorted({v["device"] for v in stages.values()}),
-                # (records written before the stages recorded their command have none)
-                "commands": sorted({v["command"] for v in stages.values() if "command" in v})}
+                "commands": sorted({v["command"] for v in stages.values()})}
 
     def _baselines(self) -> dict[str, Any]:
         return {k: {"value": v["results"][HEADLINE[k.rsplit("/", 1)[1]]], "metrics_file": v["results"]["metrics_file"],
