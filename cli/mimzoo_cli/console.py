@@ -19,19 +19,25 @@ def is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-INTERRUPTED = 130  # the shell's exit status for a command stopped by SIGINT (128 + 2)
 
 
 def fail_cleanly(command: F) -> F:
     """Print ``error: <message>`` for a MimzooError (rank 0 only) and exit 1, with no traceback; on Ctrl-C or SIGTERM
     (a scheduler's time limit, ``timeout``, torchrun stopping its workers), say where a training loop stopped and how
-    to continue (``mimzoo.errors.Interrupted``) and exit 130."""
+    to continue (``mimzoo.errors.Interrupted``) and exit as the shell reports a stop by that signal: 130 for SIGINT,
+    143 for SIGTERM (128 + its number)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         from mimzoo.errors import MimzooError
 
-        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+        stopped_by = [signal.SIGINT]
+
+        def on_sigterm(signum, frame):
+            stopped_by[0] = signal.SIGTERM
+            raise KeyboardInterrupt  # unwinds as Ctrl-C does: the loop reports its step and keeps the checkpoint
+
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
         try:
             return command(*args, **kwargs)
         except MimzooError as exc:
@@ -39,7 +45,7 @@ def fail_cleanly(command: F) -> F:
             raise typer.Exit(1) from None
         except KeyboardInterrupt as exc:
             _say(str(exc) or "interrupted")
-            raise typer.Exit(INTERRUPTED) from None
+            raise typer.Exit(128 + stopped_by[0]) from None
         finally:
             signal.signal(signal.SIGTERM, previous)
 
