@@ -16,7 +16,8 @@
 #   SEED=1 ENTRY=mae-vit-tiny-p4-cifar10 ...                             # one of an entry's seeds (zoo build --seed)
 #   tar xzf zoo-ENTRY.tar.gz -C benchmarks/results/zoo && git add benchmarks/results/zoo   # here: the files
 #   SMOKE=1 DATA=/tmp/sample ROOT=/tmp/zoo ENTRY=... OUT=/tmp/z bash benchmarks/zoo_session.sh  # a CPU check: MAE took
-#   11 min on 2 cores with the built-in sample (mimzoo/data/sample) copied to /tmp/sample/cifar10_jpeg_q75.npz
+#   11 min on 2 cores with the built-in sample (mimzoo/data/sample) copied to /tmp/sample/cifar10_jpeg_q75.npz; a
+#   smoke build starts empty (zoo build refuses to mix smoke and real stages)
 set -u
 cd "$(dirname "$0")/.."
 ENTRY=${ENTRY:?name the entry, e.g. ENTRY=mae-vit-tiny-p4-cifar10 (mimzoo list shows them)}
@@ -29,8 +30,8 @@ PY=${PY:-python}
 export PYTHONPATH="$PWD:$PWD/cli${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 NAME=$ENTRY${SEED:+-seed$SEED}
 mkdir -p "$OUT" "$ROOT"
-# earlier leases' stages, never over this lease's newer records
-[[ -d $COMMITTED ]] && cp -rn "$COMMITTED/." "$ROOT/"
+# earlier leases' stages, never over this lease's newer records (a smoke build must not mix with real stages)
+[[ -z ${SMOKE:-} && -d $COMMITTED ]] && cp -rn "$COMMITTED/." "$ROOT/"
 start=$(date +%s)
 # SIGTERM stops the build like Ctrl-C: the stage's time and checkpoint are kept for the next call
 timeout --signal=TERM --kill-after=20 "$BUDGET" $PY -m mimzoo zoo build "$ENTRY" --data-dir "$DATA" --root "$ROOT" \

@@ -154,6 +154,20 @@ def test_seeds_built_apart_merge_by_copying_their_folders(zoo_setup, monkeypatch
     knn = table["entries"][entry.name]["metrics"]["knn"]
     assert table["entries"][entry.name]["seeds"] == [0, 1] and len(knn["values"]) == 2 and knn["std"] is not None
     assert all((merged / path).is_file() for path in knn["metrics_files"])  # paths relative to the build's root
+    # or, training nothing and naming no entry: the table of every entry done in the merged folder
+    (merged / "results.json").unlink()
+    result = cli("zoo", "report", "--root", merged, "--results-file", tmp_path / "shipped.json")
+    assert result.exit_code == 0, result.output
+    assert "| two-seeds | 2 |" in result.output and "(smoke: a few steps, not results)" in result.output
+    reported = json.loads((merged / "results.json").read_text())
+    assert reported["entries"] == table["entries"]
+    assert json.loads((tmp_path / "shipped.json").read_text())["entries"][entry.name]["knn"] == knn["mean"]
+    # a real build never takes a smoke stage for done
+    with pytest.raises(MimzooError, match=r"holds stages of a smoke build \(stages/two-seeds/seed0/.*\.json\), "
+                                          "which a real build must not mix"):
+        zoo_build.ZooBuild(replace(zoo_setup, root=merged, smoke=False))
+    result = cli("zoo", "report", "--root", tmp_path / "nothing")
+    assert result.exit_code == 1 and "holds no zoo stages" in result.output
     # a stage left to do whose encoder stayed on the other machine: one line, never a half-built entry
     shutil.rmtree(merged / entry.name / "seed1" / "pretrain" / "export")
     (merged / "stages" / entry.name / "seed1" / "knn.json").unlink()

@@ -1,4 +1,5 @@
-"""``mimzoo zoo build``: reproduce the zoo's entries (the work is in ``mimzoo.engine.zoo_build``)."""
+"""``mimzoo zoo build | report``: reproduce the zoo's entries, or tabulate built ones (the work is in
+``mimzoo.engine.zoo_build``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,11 @@ from mimzoo_cli.choices import DataDevice
 from mimzoo_cli.console import console, fail_cleanly
 from mimzoo_cli.help import Command, Group, Workers, workers_or_default
 
+Root = Annotated[Path, typer.Option(help="Folder of the build: runs, evaluations, stages/, results.")]
+CardsDir = Annotated[Path | None, typer.Option(help="Copy each entry's model card here (the repo's model_cards/).")]
+ResultsFile = Annotated[Path | None, typer.Option(
+    help="Add the headline numbers here (the package's mimzoo/zoo_results.json, which mimzoo list shows).")]
+
 zoo_app = typer.Typer(help="Reproduce mimzoo's zoo: pretrain, export, evaluate and card its entries.",
                       no_args_is_help=True, cls=Group)
 
@@ -20,8 +26,7 @@ zoo_app = typer.Typer(help="Reproduce mimzoo's zoo: pretrain, export, evaluate a
 def build(
     entries: Annotated[list[str] | None, typer.Argument(
         help="Entries to build (default: every entry mimzoo builds; see mimzoo list).", show_default=False)] = None,
-    root: Annotated[Path, typer.Option(help="Folder of the build: runs, evaluations, stages/, results.")]
-    = Path("zoo"),
+    root: Root = Path("zoo"),
     data_dir: Annotated[Path, typer.Option(
         help="Folder with the data packs (cifar10_jpeg_q75.npz, camvid_360x480_jpeg95.npz).")] = Path("data"),
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
@@ -36,11 +41,8 @@ def build(
         "merges the builds).", show_default="all")] = None,
     baselines: Annotated[bool, typer.Option("--baselines/--no-baselines",
                                             help="Also train the downstream recipes from random init.")] = True,
-    cards_dir: Annotated[Path | None, typer.Option(help="Copy each entry's model card here (the repo's model_cards/).")]
-    = None,
-    results_file: Annotated[Path | None, typer.Option(
-        help="Write the headline numbers here (the package's mimzoo/zoo_results.json, which mimzoo list shows).")]
-    = None,
+    cards_dir: CardsDir = None,
+    results_file: ResultsFile = None,
 ) -> None:
     """Build zoo entries; call it again after any stop: done stages are skipped, stopped ones resume.
 
@@ -53,4 +55,18 @@ def build(
                            workers=workers_or_default(workers),
                            smoke=smoke, seed=seed, baselines=baselines, cards_dir=cards_dir, results_file=results_file)
     table = ZooBuild(options, RichReporter()).run(entries or [])
+    console.print(results_markdown(table), markup=False, highlight=False, soft_wrap=True)
+
+
+@zoo_app.command(cls=Command)
+@fail_cleanly
+def report(root: Root = Path("zoo"), cards_dir: CardsDir = None, results_file: ResultsFile = None) -> None:
+    """Write ROOT's results.json, results.md, cards and headline numbers from its stages, training nothing.
+
+    For builds merged from several machines (their ROOT folders copied together): every entry with a seed done.
+    """
+    from mimzoo.engine.zoo_build import BuildOptions, results_markdown
+    from mimzoo.engine.zoo_build import report as write_report
+
+    table = write_report(BuildOptions(root=root, cards_dir=cards_dir, results_file=results_file))
     console.print(results_markdown(table), markup=False, highlight=False, soft_wrap=True)

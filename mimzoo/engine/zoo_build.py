@@ -93,6 +93,12 @@ class ZooBuild:
     def __init__(self, options: BuildOptions, reporter: Reporter | None = None) -> None:
         self.options, self.reporter = options, reporter or Reporter()
         self.state = read_stages(options.root)
+        # a smoke stage is done in a few steps: a real build must never count it as done, nor the reverse
+        other = next((key for key, stage in self.state.items() if stage["smoke"] != options.smoke), None)
+        if other is not None:
+            kind, other_kind = ("smoke", "real") if options.smoke else ("real", "smoke")
+            raise MimzooError(f"{options.root} holds stages of a {other_kind} build ({STAGES}/{other}.json), which a "
+                              f"{kind} build must not mix with its own; choose another --root")
 
     # ---- the plan --------------------------------------------------------------------------------------------
     def run(self, names: list[str]) -> dict[str, Any]:
@@ -196,6 +202,7 @@ class ZooBuild:
             entry["seconds"] = round(entry["seconds"] + time.perf_counter() - start, 1)
             entry["device"] = device_name(self.options.device)
             entry["command"] = self.options.command
+            entry["smoke"] = self.options.smoke
             path = self.options.root / STAGES / f"{key}.json"
             path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(path) as tmp:
@@ -284,6 +291,16 @@ class ZooBuild:
             best = max(row["candidates"], key=lambda c: c["val"])
             row["chosen"] = {k: v for k, v in best.items() if k not in ("val", "metrics_file")}
         return recipes
+
+
+def report(options: BuildOptions) -> dict[str, Any]:
+    """The results, cards and shipped numbers of the stages in ``options.root`` (e.g. builds merged from several
+    machines), training nothing; smoke or not as the stages were built."""
+    state = read_stages(options.root)
+    if not state:
+        raise MimzooError(f"{options.root} holds no zoo stages ({STAGES}/ is missing or empty); pass the --root of a "
+                          "zoo build")
+    return ZooBuild(replace(options, smoke=next(iter(state.values()))["smoke"])).write_results()
 
 
 def results_markdown(table: dict[str, Any]) -> str:
