@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from functools import lru_cache, partial
+from functools import partial
 
 import torch
 from torch.nn import functional as F
 
 from mimzoo.data.loader import imagenet_stats
+from mimzoo.device_constants import device_constant
 from mimzoo.errors import MimzooError
 
 
@@ -80,7 +81,7 @@ def lowpass_radius(img_size: int) -> float:
     return LOWPASS_RADIUS_AT_224 * img_size / 224
 
 
-@lru_cache(maxsize=16)
+@device_constant
 def lowpass_mask(height: int, width: int, radius: float, device: torch.device) -> torch.Tensor:
     """(H, W) PixMIM's ideal circular low-pass in fftshift-ed coordinates, as the reference builds it: 1 where
     (i - (H-1)/2)^2 + (j - (W-1)/2)^2 <= radius^2, else 0.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import signal
 from collections.abc import Callable, Iterator, Sequence
@@ -15,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from mimzoo.data.images import UnreadableImage
 from mimzoo.data.sources import ImageFolderSource, NpzPackSource
+from mimzoo.device_constants import device_constant
 from mimzoo.errors import MimzooError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -157,7 +157,7 @@ def make_loader(dataset: Dataset, sampler: ResumableSampler, batch_size: int, wo
                       collate_fn=collate_fn, worker_init_fn=worker_stops_quietly)
 
 
-@functools.lru_cache(maxsize=8)
+@device_constant
 def imagenet_stats(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """ImageNet mean and std as (1, 3, 1, 1) tensors on ``device``, made once: no host-to-device copy per step."""
     shape = (1, 3, 1, 1)
