@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from mimzoo.data.sources import BUILTIN_SAMPLE, NpzPackSource
@@ -144,3 +145,21 @@ def run_python(code: str, *args: str, timeout: float = 120) -> subprocess.Comple
     """Run code in a fresh interpreter (used to prove plain timm needs no mimzoo import)."""
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout,
                           cwd=tempfile.gettempdir())
+
+
+def official_side_by_side_loss(model: torch.nn.Module) -> torch.Tensor:
+    """The setup of the pinned side-by-side runs against the official code (docs/parity.md), in fp64: every
+    trainable weight drawn from its name's order (whatever the initialisation draws; the frozen sin-cos positions
+    stay), a seeded batch of 4 images and seeded mask noise (the official forwards draw torch.rand(N, L) first
+    too). Returns the loss, its gradients computed."""
+    model = model.double()
+    with torch.no_grad():
+        for i, (_, p) in enumerate(sorted(model.named_parameters())):
+            if p.requires_grad:
+                p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(i), dtype=torch.float64) * 0.05)
+    images = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    torch.manual_seed(5)
+    loss = model(images).loss
+    loss.backward()
+    return loss
+

@@ -2,7 +2,7 @@ import pytest
 import timm
 import torch
 
-from conftest import TINY_ARCH
+from conftest import TINY_ARCH, official_side_by_side_loss
 from mimzoo.archs import get_arch
 from mimzoo.errors import MimzooError
 from mimzoo.methods.mae import MAE
@@ -86,7 +86,7 @@ def test_arch_model_args():
 
 
 # What the official code computes (facebookresearch/mae models_mae.py @efb2a80, run side by side in fp64 with the
-# weights, input and mask noise below; docs/parity.md): its loss and the norms of four of its gradients.
+# weights, input and mask noise of official_side_by_side_loss; docs/parity.md): its loss and four gradient norms.
 OFFICIAL_LOSS = 0.9820662568664439
 OFFICIAL_GRAD_NORMS = {"encoder.patch_embed.proj.weight": 1.3459332911267058e-06,
                        "encoder.cls_token": 8.012986850364263e-07,
@@ -95,16 +95,8 @@ OFFICIAL_GRAD_NORMS = {"encoder.patch_embed.proj.weight": 1.3459332911267058e-06
 
 
 def test_loss_and_gradients_are_the_official_codes():
-    model = MAE(get_arch(TINY_ARCH)).double()
-    with torch.no_grad():  # weights from their names' order, whatever the initialisation draws
-        for i, (_, p) in enumerate(sorted(model.named_parameters())):
-            if p.requires_grad:
-                p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(i), dtype=torch.float64) * 0.05)
-    images = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    torch.manual_seed(5)  # the mask noise: the official forward draws torch.rand(N, L) first too
-    out = model(images)
-    out.loss.backward()
-    assert out.loss.item() == pytest.approx(OFFICIAL_LOSS, rel=1e-12)
+    model = MAE(get_arch(TINY_ARCH))
+    assert official_side_by_side_loss(model).item() == pytest.approx(OFFICIAL_LOSS, rel=1e-12)
     params = dict(model.named_parameters())
     for name, norm in OFFICIAL_GRAD_NORMS.items():
         assert params[name].grad.norm().item() == pytest.approx(norm, rel=1e-9), name

@@ -7,7 +7,7 @@ from test_pretrain_cli import error_line
 from timm.optim import param_groups_weight_decay
 from torch import nn
 
-from conftest import TINY_ARCH, assert_plain_timm_loads, tiny_pretrain_args
+from conftest import TINY_ARCH, assert_plain_timm_loads, official_side_by_side_loss, tiny_pretrain_args
 from mimzoo.archs import get_arch
 from mimzoo.engine.config import PretrainConfig
 from mimzoo.fusion import default_layers
@@ -71,6 +71,28 @@ def test_fusion_parameters_sit_outside_the_encoder_and_the_logits_are_decayed(mf
     assert not any("fusion" in k for k in mff.encoder.state_dict())
     decayed = next(g for g in param_groups_weight_decay(mff, 0.05) if g["weight_decay"] > 0)["params"]
     assert any(p is mff.fusion.logits for p in decayed)  # the reference decays them (no bias/norm exemption)
+
+
+
+# What the official code computes (open-mmlab/mmpretrain MFF @ee7f2e88: MFFViT, MAEPretrainDecoder, MAEPretrainHead,
+# run side by side in fp64 with the setup of official_side_by_side_loss and mimzoo's position tables; docs/parity.md):
+# its loss and the norms of eight of its gradients (all of them agreed to 1e-15)
+OFFICIAL_MFF_LOSS = 0.9820659501364598
+OFFICIAL_MFF_GRAD_NORMS = {"encoder.patch_embed.proj.weight": 1.0588618508765635e-06,
+                           "encoder.cls_token": 8.940715365484952e-07,
+                           "decoder.mask_token": 0.0012903463856984761,
+                           "encoder.blocks.0.attn.qkv.weight": 9.910216955820795e-07,
+                           "encoder.blocks.11.mlp.fc2.weight": 8.032071083828456e-07,
+                           "fusion.logits": 4.612515201344935e-07,
+                           "fusion.projections.0.weight": 3.848407651529038e-06,
+                           "fusion.projections.4.weight": 5.302261506185908e-06}
+
+
+def test_loss_and_gradients_are_the_official_codes(mff):
+    assert official_side_by_side_loss(mff).item() == pytest.approx(OFFICIAL_MFF_LOSS, rel=1e-12)
+    params = dict(mff.named_parameters())
+    for name, norm in OFFICIAL_MFF_GRAD_NORMS.items():
+        assert params[name].grad.norm().item() == pytest.approx(norm, rel=1e-9), name
 
 
 def test_mff_with_the_lowpass_target_reconstructs_the_lowpassed_image():

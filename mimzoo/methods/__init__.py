@@ -36,8 +36,12 @@ COMMON_DEVIATIONS = (
     "The rrc view crops and resizes in one PIL call, so the bicubic filter may read pixels just outside the crop "
     "box; torchvision's RandomResizedCrop crops first.",
 )
-WARMUP_FROM_ZERO = ("The warm-up starts from lr 0; OpenMMLab's LinearLR starts from 1e-4 x lr (1e-9 x lr in the "
-                    "800-epoch PixMIM config).")
+OPENMMLAB_DEVIATIONS = (  # PixMIM's (mmselfsup) and MFF's (mmpretrain) reference code
+    "The warm-up starts from lr 0; OpenMMLab's LinearLR starts from 1e-4 x lr (1e-9 x lr in the 800-epoch PixMIM "
+    "config).",
+    "The fixed 2-D sin-cos position tables are MAE's (a patch's column in the first half of each vector); "
+    "OpenMMLab's build_2d_sincos_position_embedding puts its row first: the same vectors on the transposed grid.",
+)
 
 
 # what every method but misalign may degrade its input with: what keeps the view's geometry
@@ -123,10 +127,10 @@ METHODS: dict[str, MethodSpec] = {
     "mae": MethodSpec(partial(_pixel_method, MAE), crop="rrc", paper="arXiv:2111.06377"),
     # PixMIM = MAE + low-pass target + simple resized crop
     "pixmim": MethodSpec(partial(_pixel_method, MAE), crop="src", paper="arXiv:2303.02416",
-                         target="lowpass", no_weight_decay=TOKENS_AND_POSITIONS, deviations=(WARMUP_FROM_ZERO,)),
+                         target="lowpass", no_weight_decay=TOKENS_AND_POSITIONS, deviations=OPENMMLAB_DEVIATIONS),
     # MFF = MAE + fusion of several encoder levels for the decoder + PixMIM's crop (not its target)
     "mff": MethodSpec(partial(_pixel_method, MAE), crop="src", paper="arXiv:2308.00261", fusion=True,
-                      no_weight_decay=TOKENS_AND_POSITIONS, deviations=(WARMUP_FROM_ZERO,)),
+                      no_weight_decay=TOKENS_AND_POSITIONS, deviations=OPENMMLAB_DEVIATIONS),
     # Beyond Masking = MAE + an input degradation (zoom-in, a ~9/7 larger view, is the paper's best) + its decoder
     # and loss, which also take the degradations that change the view's geometry
     "misalign": MethodSpec(partial(_pixel_method, Misalign), host="MAE with Beyond Masking's decoder and loss",
