@@ -19,8 +19,6 @@ def is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-
-
 def fail_cleanly(command: F) -> F:
     """Print ``error: <message>`` for a MimzooError (rank 0 only) and exit 1, with no traceback; on Ctrl-C or SIGTERM
     (a scheduler's time limit, ``timeout``, torchrun stopping its workers), say where a training loop stopped and how
