@@ -11,7 +11,9 @@
 # the next call of the same lease continues it.
 #
 #   mkdir -p .data && cp ../shared/data/cifar10_jpeg_q75.npz .data/      # here, once (.data/ is ignored)
-#   ENTRY=mae-vit-tiny-p4-cifar10 bash benchmarks/zoo_session.sh         # there: run(carry=[".data"])
+#   pip download --no-deps --only-binary=:all: -d .whl segmentation-models-pytorch==0.6.0   # here, once (ignored):
+#                                    # the GPU machines lack smp, which every downstream command imports
+#   ENTRY=mae-vit-tiny-p4-cifar10 bash benchmarks/zoo_session.sh         # there: run(carry=[".data", ".whl"])
 #   DATA_DEVICE=gpu ENTRY=...                                            # views made on the GPU (CIFAR stays there)
 #   SEED=1 ENTRY=mae-vit-tiny-p4-cifar10 ...                             # one of an entry's seeds (zoo build --seed)
 #   tar xzf zoo-ENTRY.tar.gz -C benchmarks/results/zoo && git add benchmarks/results/zoo   # here: the files
@@ -28,6 +30,13 @@ ROOT=${ROOT:-.zoo}
 COMMITTED=benchmarks/results/zoo
 PY=${PY:-python}
 export PYTHONPATH="$PWD:$PWD/cli${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+if [[ -d .whl ]]; then  # carried wheels of what the machine lacks, beside its own packages
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/zoo-site .whl/*.whl \
+    || exit
+  export PYTHONPATH="$PYTHONPATH:/tmp/zoo-site"
+fi
+$PY -c "import segmentation_models_pytorch" 2>/dev/null \
+  || { echo "segmentation-models-pytorch is missing: carry its wheel in .whl (see the top of $0)" >&2; exit 2; }
 NAME=$ENTRY${SEED:+-seed$SEED}
 mkdir -p "$OUT" "$ROOT"
 # earlier leases' stages, never over this lease's newer records (a smoke build must not mix with real stages)
