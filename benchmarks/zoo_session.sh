@@ -16,6 +16,8 @@
 #   ENTRY=mae-vit-tiny-p4-cifar10 bash benchmarks/zoo_session.sh         # there: run(carry=[".data", ".whl"])
 #   DATA_DEVICE=gpu ENTRY=...                                            # views made on the GPU (CIFAR stays there)
 #   SEED=1 ENTRY=mae-vit-tiny-p4-cifar10 ...                             # one of an entry's seeds (zoo build --seed)
+#   NO_BASELINES=1 ENTRY=...       # the entry alone; a later lease's plain call then runs only the random-init
+#                                  # baselines, which need no encoder (the committed recipe stages name their choice)
 #   tar xzf zoo-ENTRY.tar.gz -C benchmarks/results/zoo && git add benchmarks/results/zoo   # here: the files
 #   SMOKE=1 DATA=/tmp/sample ROOT=/tmp/zoo ENTRY=... OUT=/tmp/z bash benchmarks/zoo_session.sh  # a CPU check: MAE took
 #   11 min on 2 cores with the built-in sample (mimzoo/data/sample) copied to /tmp/sample/cifar10_jpeg_q75.npz; a
@@ -45,7 +47,7 @@ start=$(date +%s)
 # SIGTERM stops the build like Ctrl-C: the stage's time and checkpoint are kept for the next call
 timeout --signal=TERM --kill-after=20 "$BUDGET" $PY -m mimzoo zoo build "$ENTRY" --data-dir "$DATA" --root "$ROOT" \
   --cards-dir "$ROOT/cards" --results-file "$ROOT/zoo_results.json" --data-device "${DATA_DEVICE:-cpu}" \
-  ${SEED:+--seed "$SEED"} ${SMOKE:+--smoke} >"$OUT/build-$NAME.log" 2>&1
+  ${SEED:+--seed "$SEED"} ${SMOKE:+--smoke} ${NO_BASELINES:+--no-baselines} >"$OUT/build-$NAME.log" 2>&1
 status=$?
 echo "zoo build $NAME: exit $status after $(($(date +%s) - start)) s" | tee -a "$OUT/build-$NAME.log"
 if ((status == 0)); then
