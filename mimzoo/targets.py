@@ -99,12 +99,12 @@ def lowpass_filter(images: torch.Tensor, radius: float) -> torch.Tensor:
     """PixMIM's low-frequency target: (B, 3, H, W) normalised -> low-passed, normalised again.
 
     De-normalise to RGB, per-channel 2-D FFT, the reference's circular mask (:func:`lowpass_mask`), inverse FFT,
-    modulus, re-normalise. Runs in fp32 on the images' device, even under autocast.
+    modulus, re-normalise. Runs in fp32 on the images' device, even under autocast (fp64 input stays fp64).
     """
     device = images.device
     mean, std = imagenet_stats(device)
     with torch.autocast(device.type, enabled=False):
-        rgb = images.float() * std + mean
+        rgb = images.to(torch.promote_types(images.dtype, torch.float32)) * std + mean
         # The reference masks the fftshift-ed spectrum and inverse-transforms it unshifted; that only multiplies
         # the result by a unit-modulus phase ramp, so masking in the FFT's own layout gives the same modulus
         # without shifting the spectrum every step.

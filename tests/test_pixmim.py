@@ -6,11 +6,14 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import TINY_ARCH, assert_plain_timm_loads, tiny_pretrain_args
+from conftest import TINY_ARCH, assert_plain_timm_loads, official_side_by_side_loss, tiny_pretrain_args
+from mimzoo.archs import get_arch
 from mimzoo.data.loader import IMAGENET_MEAN, IMAGENET_STD
 from mimzoo.data.transforms import SimpleResizedCropFlip
+from mimzoo.engine.config import PretrainConfig
 from mimzoo.errors import MimzooError
-from mimzoo.targets import image_filter, lowpass_filter, lowpass_mask, lowpass_radius
+from mimzoo.methods import get_method, resolve_defaults
+from mimzoo.targets import image_filter, lowpass_filter, lowpass_mask, lowpass_radius, norm_pix, patchify
 
 MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
 STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
@@ -111,13 +114,30 @@ def test_pixmim_parts_combine_independently(cli, npz_pack, tmp_path, extra, expe
 
 
 def test_pixmim_model_reconstructs_the_lowpassed_image():
-    from mimzoo.archs import get_arch
-    from mimzoo.engine.config import PretrainConfig
-    from mimzoo.methods import get_method, resolve_defaults
-    from mimzoo.targets import norm_pix, patchify
-
     cfg = resolve_defaults(PretrainConfig(method="pixmim", arch=TINY_ARCH))
     model = get_method("pixmim").build(get_arch(TINY_ARCH), cfg)
     images = torch.randn(2, 3, 32, 32)
     expected = norm_pix(patchify(lowpass_filter(images, lowpass_radius(32)), 4))
     assert torch.allclose(model(images).target, expected, atol=1e-5)
+
+
+# What the official code computes (open-mmlab/mmselfsup PixMIM @db861f30: MAEViT, MAEPretrainDecoder, MAEPretrainHead,
+# LowFreqTargetGenerator at radius 40 x 32 / 224, run side by side in fp64 with the setup of official_side_by_side_loss
+# and mimzoo's position tables; docs/parity.md): its loss and six gradient norms
+OFFICIAL_PIXMIM_LOSS = 0.9821869692569277
+OFFICIAL_PIXMIM_GRAD_NORMS = {"encoder.patch_embed.proj.weight": 1.3882648706381114e-06,
+                              "encoder.cls_token": 8.860764025333262e-07,
+                              "decoder.mask_token": 0.001769635632693284,
+                              "encoder.blocks.0.attn.qkv.weight": 1.1134769163651116e-06,
+                              "encoder.blocks.11.mlp.fc2.weight": 1.5876739532667755e-06,
+                              "decoder.pred.weight": 0.02434976015165318}
+
+
+def test_loss_and_gradients_are_the_official_codes():
+    model = get_method("pixmim").build(get_arch(TINY_ARCH), resolve_defaults(PretrainConfig(method="pixmim",
+                                                                                            arch=TINY_ARCH)))
+    assert official_side_by_side_loss(model).item() == pytest.approx(OFFICIAL_PIXMIM_LOSS, rel=1e-12)
+    params = dict(model.named_parameters())
+    for name, norm in OFFICIAL_PIXMIM_GRAD_NORMS.items():
+        assert params[name].grad.norm().item() == pytest.approx(norm, rel=1e-9), name
+
