@@ -21,6 +21,7 @@ from mimzoo.methods import METHODS, get_method, resolve_defaults, view_size
 ARCH = replace(get_arch(TINY_ARCH), model_args={**get_arch(TINY_ARCH).model_args, "depth": 8})
 
 
+@pytest.mark.filterwarnings("error::UserWarning")  # dynamo's warnings, e.g. of a cache it traces through
 @pytest.mark.parametrize("method", list(METHODS))
 def test_the_compiled_forward_is_one_graph_with_eagers_loss_and_gradients(method):
     cfg = resolve_defaults(PretrainConfig(method=method, arch=TINY_ARCH))
