@@ -146,11 +146,13 @@ def hog_features(images: torch.Tensor, cells: Sequence[int], nbins: int = HOG_BI
     bin nbins // 2 and a horizontal one in bin 0; it is hard-binned (floor(angle / pi * nbins) mod nbins, one bin
     for angle and angle + pi), each pixel voting with its gradient magnitude. The votes are averaged over each
     c x c cell and every cell's histogram is L2-normalised per channel (a flat cell stays 0 without a bias).
-    Cell sizes must be multiples of the smallest and divide H and W. Runs in fp32 on the images' device.
+    Cell sizes must be multiples of the smallest and divide H and W. Runs in fp32 (fp64 for fp64 input) on the
+    images' device.
     """
     channels, finest = images.shape[1], min(cells)
+    dtype = torch.promote_types(images.dtype, torch.float32)
     with torch.autocast(images.device.type, enabled=False):
-        x = F.pad(images.float(), (1, 1, 1, 1), mode="reflect")
+        x = F.pad(images.to(dtype), (1, 1, 1, 1), mode="reflect")
         # Sobel as a central difference, then [1, 2, 1] smoothing across it: differencing first keeps flat regions
         # exactly 0, where a 3x3 conv leaves ~1e-7 rounding that the L2 normalisation would blow up to unit norm
         dx, dy = x[..., :-2] - x[..., 2:], x[..., :-2, :] - x[..., 2:, :]  # left - right, top - bottom
@@ -162,7 +164,7 @@ def hog_features(images: torch.Tensor, cells: Sequence[int], nbins: int = HOG_BI
             return [_cell_features(F.avg_pool2d(hist, cell // finest), channels, nbins) for cell in cells]
         # a bias shifts the gradients differently per scale: each scale bins its own
         return [_cell_features(_orientation_histograms(across + b[0], down + b[1], nbins, cell), channels, nbins)
-                for cell, b in zip(cells, bias.float(), strict=True)]
+                for cell, b in zip(cells, bias.to(dtype), strict=True)]
 
 
 def _orientation_histograms(across: torch.Tensor, down: torch.Tensor, nbins: int, cell: int) -> torch.Tensor:

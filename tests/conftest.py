@@ -147,17 +147,17 @@ def run_python(code: str, *args: str, timeout: float = 120) -> subprocess.Comple
                           cwd=tempfile.gettempdir())
 
 
-def official_side_by_side_loss(model: torch.nn.Module) -> torch.Tensor:
+def official_side_by_side_loss(model: torch.nn.Module, batch: int = 4, size: int = 32) -> torch.Tensor:
     """The setup of the pinned side-by-side runs against the official code (docs/parity.md), in fp64: every
     trainable weight drawn from its name's order (whatever the initialisation draws; the frozen sin-cos positions
-    stay), a seeded batch of 4 images and seeded mask noise (the official forwards draw torch.rand(N, L) first
-    too). Returns the loss, its gradients computed."""
+    stay), a seeded batch of ``batch`` images of ``size`` px and seeded mask noise (the official forwards draw
+    torch.rand(N, L) first too). Returns the loss, its gradients computed."""
     model = model.double()
     with torch.no_grad():
         for i, (_, p) in enumerate(sorted(model.named_parameters())):
             if p.requires_grad:
                 p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(i), dtype=torch.float64) * 0.05)
-    images = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    images = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     torch.manual_seed(5)
     loss = model(images).loss
     loss.backward()

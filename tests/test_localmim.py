@@ -4,7 +4,7 @@ import pytest
 import torch
 from test_pretrain_cli import error_line
 
-from conftest import TINY_ARCH, assert_plain_timm_loads, tiny_pretrain_args
+from conftest import TINY_ARCH, assert_plain_timm_loads, official_side_by_side_loss, tiny_pretrain_args
 from mimzoo.archs import get_arch
 from mimzoo.errors import MimzooError
 from mimzoo.hub.export import load_run
@@ -51,6 +51,33 @@ REFERENCE_BINS = {  # edge -> {nbins: the bin the reference's code puts it in}
     "horizontal": {9: 0, 18: 0},
     "diagonal": {9: 6, 18: 13},
 }
+
+
+# What the official code computes (Haoqing-Wang/LocalMIM 314a6e5, ViT/models_mim.py MaskedAutoencoderViT at ViT-T/16,
+# 224 px, HOG target, 9 bins, no bias; run side by side in fp64 with the setup of official_side_by_side_loss on 2
+# images; docs/parity.md): its loss and eleven gradient norms (all 239 gradients agreed to 7e-16)
+OFFICIAL_LOCALMIM_LOSS = 0.42177522189852507
+OFFICIAL_LOCALMIM_GRAD_NORMS = {"encoder.patch_embed.proj.weight": 0.00010243680978591934,
+                                "encoder.cls_token": 3.6421725360597873e-06,
+                                "encoder.blocks.1.attn.qkv.weight": 1.6743409986545997e-05,
+                                "encoder.blocks.11.mlp.fc2.weight": 2.8450792029254184e-05,
+                                "tap_norms.0.weight": 6.847098845115776e-07,
+                                "encoder.norm.weight": 0.00037731063195255897,
+                                "decoders.0.mask_token": 0.0001667296715256957,
+                                "decoders.3.mask_token": 0.006658530206964233,
+                                "heads.0.0.weight": 0.002216214313687585,
+                                "heads.0.1.weight": 0.003915747367365536,
+                                "heads.3.1.weight": 0.12029858609115016}
+
+
+def test_loss_and_gradients_are_the_official_codes():
+    model = LocalMIM(get_arch("vit_tiny_patch16_224"), target="hog")
+    assert model.scales == [4, 2, 1, 0.5] and model.hog_bias is None
+    assert official_side_by_side_loss(model, batch=2, size=224).item() == pytest.approx(OFFICIAL_LOCALMIM_LOSS,
+                                                                                        rel=1e-12)
+    params = dict(model.named_parameters())
+    for name, norm in OFFICIAL_LOCALMIM_GRAD_NORMS.items():
+        assert params[name].grad.norm().item() == pytest.approx(norm, rel=1e-9), name
 
 
 @pytest.mark.parametrize("nbins", [9, 18])
