@@ -19,6 +19,12 @@ from mimzoo.device_constants import device_constant
 from mimzoo.errors import MimzooError
 
 
+def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in fp32 if it is in a lower precision (bf16 under autocast), else as it is: targets and losses are
+    computed in fp32, and fp64 stays fp64 (the side-by-side comparisons with the reference code run in fp64)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
     """(B, C, H, W) -> (B, N, p*p*C), ordered (row, col) over patches and (pixel-row, pixel-col, channel) inside."""
     b, c, h, w = images.shape
@@ -104,7 +110,7 @@ def lowpass_filter(images: torch.Tensor, radius: float) -> torch.Tensor:
     device = images.device
     mean, std = imagenet_stats(device)
     with torch.autocast(device.type, enabled=False):
-        rgb = images.to(torch.promote_types(images.dtype, torch.float32)) * std + mean
+        rgb = at_least_fp32(images) * std + mean
         # The reference masks the fftshift-ed spectrum and inverse-transforms it unshifted; that only multiplies
         # the result by a unit-modulus phase ramp, so masking in the FFT's own layout gives the same modulus
         # without shifting the spectrum every step.
@@ -150,9 +156,8 @@ def hog_features(images: torch.Tensor, cells: Sequence[int], nbins: int = HOG_BI
     images' device.
     """
     channels, finest = images.shape[1], min(cells)
-    dtype = torch.promote_types(images.dtype, torch.float32)
     with torch.autocast(images.device.type, enabled=False):
-        x = F.pad(images.to(dtype), (1, 1, 1, 1), mode="reflect")
+        x = F.pad(at_least_fp32(images), (1, 1, 1, 1), mode="reflect")
         # Sobel as a central difference, then [1, 2, 1] smoothing across it: differencing first keeps flat regions
         # exactly 0, where a 3x3 conv leaves ~1e-7 rounding that the L2 normalisation would blow up to unit norm
         dx, dy = x[..., :-2] - x[..., 2:], x[..., :-2, :] - x[..., 2:, :]  # left - right, top - bottom
@@ -164,7 +169,7 @@ def hog_features(images: torch.Tensor, cells: Sequence[int], nbins: int = HOG_BI
             return [_cell_features(F.avg_pool2d(hist, cell // finest), channels, nbins) for cell in cells]
         # a bias shifts the gradients differently per scale: each scale bins its own
         return [_cell_features(_orientation_histograms(across + b[0], down + b[1], nbins, cell), channels, nbins)
-                for cell, b in zip(cells, bias.to(dtype), strict=True)]
+                for cell, b in zip(cells, bias.to(x.dtype), strict=True)]
 
 
 def _orientation_histograms(across: torch.Tensor, down: torch.Tensor, nbins: int, cell: int) -> torch.Tensor:

@@ -119,6 +119,8 @@ MISALIGN_DEVIATIONS = (
     "saturation-reduced image, from RandomResizedCrop(0.08-1, bilinear) without a flip.",
     "distort, blur and decolor take the loss on every token, as distorted/ does (blurred/'s masked-token loss does "
     "not run).",
+    "zoom-out draws the canvas offset per sample; the released zoomed-out/ code draws one (left, top) per batch on "
+    "each GPU, so what a sample sees there depends on the batch size and the number of processes.",
 )
 
 # The named methods are presets of parts; every part composes with the others (--target, --crop, --fusion,

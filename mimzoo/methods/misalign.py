@@ -24,7 +24,7 @@ from mimzoo.degradations import ZOOM_IN, Degraded, centre_crop, resize
 from mimzoo.masking import TokenMask
 from mimzoo.methods.base import Reconstruction, from_prediction, pixel_target, predicted_image, to_rgb
 from mimzoo.methods.mae import MAE
-from mimzoo.targets import denorm_pix_per_channel, masked_mse, norm_pix_per_channel, patchify, unpatchify
+from mimzoo.targets import at_least_fp32, denorm_pix_per_channel, masked_mse, norm_pix_per_channel, patchify, unpatchify
 
 CENTRE_WEIGHT, RING_WEIGHT = 0.8, 0.2
 BOX_COLOUR = (1.0, 0.2, 0.2)
@@ -79,7 +79,7 @@ class Misalign(MAE):
         """Zoom-out loss on the encoder's canvas, as the reference takes it: prediction and target (B, N, p*p*3),
         both of the whole clean image, are shrunk to the view's size and placed at the input's ``offsets`` with the
         mirrored surround, so each weighted canvas token is compared on the content the encoder's input held there."""
-        return masked_mse(self.on_canvas(pred.float(), offsets), self.on_canvas(target, offsets), weights)
+        return masked_mse(self.on_canvas(at_least_fp32(pred), offsets), self.on_canvas(target, offsets), weights)
 
     def on_canvas(self, tokens: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
         """Patches (B, N, p*p*3) of an S x S image -> the patches of the zoom-out canvas showing it shrunk at
@@ -93,7 +93,7 @@ class Misalign(MAE):
         resized to V, its centre compared with the encoder's window (B, 3, S, S) on the weighted tokens and its
         border ring with the normalised target resized to V, every ring pixel counting."""
         p, s, v = self.arch.patch_size, self.arch.img_size, self.view_size
-        pred_view = resize(unpatchify(pred.float(), p), v)  # fp32 under bf16 autocast, like the targets
+        pred_view = resize(unpatchify(at_least_fp32(pred), p), v)  # fp32 under bf16 autocast, like the targets
         window_target = self.target(window)  # norm-pix statistics of the encoder's own patches
         target_view = resize(unpatchify(target, p), v)
         centre = masked_mse(patchify(centre_crop(pred_view, s), p), window_target, weights)
