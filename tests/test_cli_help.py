@@ -5,6 +5,7 @@ import io
 import pytest
 from rich.console import Console
 
+from mimzoo.engine.report import Reported
 from mimzoo_cli import choices
 from mimzoo_cli.progress import RichReporter
 
@@ -43,15 +44,38 @@ def test_shell_completion_is_offered(cli):
     assert "--install-completion" in cli("--help").output
 
 
-def test_off_a_terminal_each_log_step_is_a_plain_line():
+def test_off_a_terminal_each_log_step_is_a_plain_line_and_a_phase_without_numbers_each_tenth():
     out = io.StringIO()
     reporter = RichReporter(Console(file=out, force_terminal=False, width=200))
-    reporter.start(20, 0, "pretrain")
-    for step in range(1, 21):
-        reporter.update(step, {"loss": 1.0 / step, "lr": 1e-3} if step % 10 == 0 else {})
+    reporter.start(40, 0, "finetune")
+    for step in range(1, 41):
+        reporter.update(step, {"loss": 1.0 / step, "lr": 1e-3} if step % 20 == 0 else {})
+        if step == 20:  # an evaluation inside training: its own phase, 30 batches
+            with Reported(range(30), reporter, "evaluate val") as batches:
+                list(batches)
     reporter.stop()
-    assert out.getvalue().splitlines() == ["pretrain 10/20 loss 0.1000 lr 1.00e-03",
-                                           "pretrain 20/20 loss 0.0500 lr 1.00e-03"]
+    assert out.getvalue().splitlines() == [
+        "finetune 4/40", "finetune 8/40", "finetune 12/40", "finetune 16/40",  # no numbers yet: each tenth
+        "finetune 20/40 loss 0.0500 lr 1.00e-03",
+        *(f"evaluate val {3 * k}/30" for k in range(1, 11)),
+        "finetune 40/40 loss 0.0250 lr 1.00e-03",  # once numbers come, only the steps that log them
+    ]
+    assert reporter.phases == []
+
+
+def test_on_a_terminal_a_nested_phase_has_its_bar_until_it_ends():
+    reporter = RichReporter(Console(file=io.StringIO(), force_terminal=True, width=120))
+    reporter.start(10, 0, "segment")
+    reporter.update(5, {"loss": 1.0})
+    with pytest.raises(KeyboardInterrupt), Reported(range(3), reporter, "evaluate test") as batches:
+        for _ in batches:
+            assert [task.description for task in reporter.progress.tasks] == ["segment", "evaluate test"]
+            raise KeyboardInterrupt  # a stop mid-evaluation ends its phase at once
+    assert [task.description for task in reporter.progress.tasks] == ["segment"]
+    reporter.update(10, {})
+    assert reporter.progress.tasks[0].completed == 10
+    reporter.stop()
+    assert reporter.progress is None
 
 
 def test_on_a_terminal_each_bar_is_its_own():

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 
 from mimzoo.data.labeled import LabeledDataset
 from mimzoo.data.loader import SkipReportingLoader, worker_stops_quietly
-from mimzoo.engine.report import Reporter, SilentReporter
+from mimzoo.engine.report import Reported, Reporter, SilentReporter
 from mimzoo.errors import MimzooError
 
 POOLS = ("token", "avg")
@@ -51,15 +51,12 @@ def dataset_features(backbone: VisionTransformer, dataset: LabeledDataset, batch
 def extract_features(backbone: VisionTransformer, loader: DataLoader | SkipReportingLoader, device: torch.device,
                      pool: str = "token", reporter: Reporter | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(features (N, D) float32, labels (N,)) on ``device``, in loader order; progress per batch."""
-    reporter = reporter or SilentReporter()
     backbone.eval().to(device)
     features, labels = [], []
-    reporter.start(len(loader), 0, "features")
-    for i, (images, targets) in enumerate(loader):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            tokens = backbone.forward_features(images.to(device, non_blocking=True))
-        features.append(pool_tokens(backbone, tokens, pool).float())
-        labels.append(targets.to(device))
-        reporter.update(i + 1, {})
-    reporter.stop()
+    with Reported(loader, reporter or SilentReporter(), "features") as batches:
+        for images, targets in batches:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                tokens = backbone.forward_features(images.to(device, non_blocking=True))
+            features.append(pool_tokens(backbone, tokens, pool).float())
+            labels.append(targets.to(device))
     return torch.cat(features), torch.cat(labels)

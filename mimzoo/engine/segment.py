@@ -9,6 +9,7 @@ resolution, each image padded to a size DPT accepts; padding is ignored by the m
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -22,7 +23,6 @@ from timm.models.vision_transformer import VisionTransformer
 from timm.optim import param_groups_layer_decay
 from torch import nn
 
-from mimzoo.data.loader import SkipReportingLoader
 from mimzoo.data.segmentation import SegData, SegDataset, check_split
 from mimzoo.engine.defaults import default_workers, resolve_warmup
 from mimzoo.engine.distributed import DistContext
@@ -111,7 +111,7 @@ class SegLoss(nn.Module):
 
 def seg_evaluator(num_classes: int, ignore_index: int):
     @torch.no_grad()
-    def evaluate(model: nn.Module, loader: SkipReportingLoader, ctx: DistContext) -> dict[str, Any]:
+    def evaluate(model: nn.Module, loader: Iterable[tuple], ctx: DistContext) -> dict[str, Any]:
         meter = SegMeter(num_classes, ignore_index)
         for images, masks in loader:
             with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=ctx.device.type == "cuda"):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from mimzoo.engine.atomic import atomic_path
 from mimzoo.engine.checkpoint import CHECKPOINT, load_checkpoint, resumable, rng_state, save_checkpoint, set_rng_state
 from mimzoo.engine.config import MAX_LR
 from mimzoo.engine.distributed import DistContext
-from mimzoo.engine.report import Reporter
+from mimzoo.engine.report import Reported, Reporter
 from mimzoo.engine.schedule import warmup_cosine
 from mimzoo.errors import Interrupted, MimzooError, in_range, in_range_if_set
 
@@ -78,7 +78,7 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: LoopConfig, steps_per_
 
 
 HISTORY_KEYS = ("epoch", "train_loss", "split")  # the rest of a history row is what the evaluator measured
-Evaluator = Callable[[torch.nn.Module, SkipReportingLoader, DistContext], dict[str, Any]]
+Evaluator = Callable[[torch.nn.Module, Iterable[tuple], DistContext], dict[str, Any]]
 
 
 def write_results(out: Path, history: list[dict[str, Any]], record: dict[str, Any], ctx: DistContext,
@@ -115,7 +115,7 @@ def _shown(metrics: dict[str, Any]) -> str:
 
 
 @torch.no_grad()
-def top1_evaluator(model: torch.nn.Module, loader: SkipReportingLoader, ctx: DistContext) -> dict[str, Any]:
+def top1_evaluator(model: torch.nn.Module, loader: Iterable[tuple], ctx: DistContext) -> dict[str, Any]:
     """Top-1 accuracy (%) over the whole split; each rank scores its slice and the counts are summed."""
     device = ctx.device
     counts = torch.zeros(2, device=device)
@@ -197,7 +197,7 @@ class SupervisedLoop:
             while self.epoch < self.cfg.epochs:
                 loss = self._train_epoch()
                 self.model.eval()
-                metrics = self.evaluator(self.module, self.val_loader, self.ctx)
+                metrics = self._evaluate(self.val_loader, self.val_name)
                 self.epoch += 1
                 scalars = {k: v for k, v in metrics.items() if isinstance(v, float)}
                 self.details = {k: v for k, v in metrics.items() if k not in scalars}
@@ -212,10 +212,15 @@ class SupervisedLoop:
         final = None
         if self.test_loader is not None:
             self.model.eval()
-            final = (self.test_name, self.evaluator(self.module, self.test_loader, self.ctx))
+            final = (self.test_name, self._evaluate(self.test_loader, self.test_name))
             self.reporter.message(f"{self.test_name} (after the last epoch): {_shown(final[1])}")
         return write_results(self.cfg.out, self.history, self.record, self.ctx, self.headline, self.details, final,
                              self.splits)
+
+    def _evaluate(self, loader: SkipReportingLoader, split: str) -> dict[str, Any]:
+        """The evaluator on ``split``, showing its progress below the training's."""
+        with Reported(loader, self.reporter, f"evaluate {split}") as batches:
+            return self.evaluator(self.module, batches, self.ctx)
 
     def _train_epoch(self) -> float:
         device, steps = self.ctx.device, len(self.train_loader)
