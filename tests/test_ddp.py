@@ -42,6 +42,8 @@ def test_torchrun_two_process_finetune(finished_run, image_folder, tmp_path):
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert output.count("val-carve top-1") == 1  # rank 0 alone reports
+    progress = [line for line in output.splitlines() if line.startswith("evaluate val-carve ")]
+    assert progress and len(progress) == len(set(progress))  # the evaluation's progress too
     assert "lr = blr 0.0005 x 8/256" in output  # 4 per process x 2 processes
     results = json.loads((out / "results.json").read_text())
     assert len(results["history"]) == 1 and 0 <= results["top1"] <= 100
