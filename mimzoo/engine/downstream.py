@@ -24,6 +24,7 @@ from mimzoo.engine.features import POOLS, backbone_data_config, dataset_features
 from mimzoo.engine.finetune import FinetuneConfig, finetune
 from mimzoo.engine.knn import knn_predict, top1
 from mimzoo.engine.linprobe import LinprobeConfig, linear_probe
+from mimzoo.engine.outputs import RESULTS, replaceable, results_are_ours, writable_folder
 from mimzoo.engine.report import Reporter, for_rank
 from mimzoo.engine.segment import SegmentConfig, segment
 from mimzoo.engine.supervised import save_results
@@ -139,10 +140,11 @@ def _run(inp: DownstreamInput, task: str, open_data: Callable[[], Any],
          body: Callable[[VisionTransformer, Any, DistContext, Reporter], dict[str, Any]],
          headline: str, out: str, reporter: Reporter | None, validate: Callable[[], None],
          metric_name: str | None = None) -> dict[str, Any]:
-    """Check the settings, resolve, open, run under torchrun or alone, add what was measured to OUT/results.json,
-    and record ``results[headline]`` (measured on ``results["split"]``) in the card of a local export (checked
-    readable before the run)."""
+    """Check the settings and OUT (writable, no foreign results.json), resolve, open, run under torchrun or alone,
+    add what was measured to OUT/results.json, and record ``results[headline]`` (measured on ``results["split"]``)
+    in the card of a local export (checked readable before the run)."""
     validate()
+    replaceable(writable_folder(Path(out)) / RESULTS, results_are_ours)
     random_seed(inp.seed)  # torch (a random:ARCH backbone, heads, drop path), numpy (Mixup), Python (RandAugment)
     backbone, info = load_backbone(inp.backbone, inp.arch)
     if inp.record and info.export_dir is not None:

@@ -24,18 +24,23 @@ from timm.optim import param_groups_layer_decay
 from torch import nn
 
 from mimzoo.data.segmentation import SegData, SegDataset, check_split
+from mimzoo.engine.atomic import atomic_dir
 from mimzoo.engine.defaults import default_workers, resolve_warmup
 from mimzoo.engine.distributed import DistContext
 from mimzoo.engine.features import backbone_data_config
+from mimzoo.engine.outputs import SOFTWARE, replaceable, writable_folder
 from mimzoo.engine.report import Reporter
 from mimzoo.engine.seg_metrics import SegMeter
 from mimzoo.engine.supervised import LoopConfig, SupervisedLoop, fine_tuning_checks
 from mimzoo.errors import MimzooError, check_settings, in_range, in_range_if_set
 from mimzoo.hub.dpt_card import write_dpt_card
-from mimzoo.viz.draw import INK, font, line_height
+from mimzoo.hub.layout import CARD
+from mimzoo.viz.draw import INK, figure_path, font, line_height, save
 
 DPT_STRIDE = 32  # DPT's coarsest level is 1/32 of the input
 DEFAULT_IGNORE = 255
+MODEL_DIR, PREVIEWS = "model", "predictions.png"  # in OUT
+MODEL_FILES = {"config.json", "model.safetensors", CARD}  # what smp's save_pretrained and mimzoo's card write
 
 
 @dataclass
@@ -143,6 +148,10 @@ def segment(backbone: VisionTransformer, data: SegData, cfg: SegmentConfig, ctx:
     evaluation split), also in OUT. backbone_name, dataset: what the saved model's card calls them."""
     cfg.validate()
     cfg = replace(cfg, warmup_epochs=resolve_warmup(cfg.warmup_epochs, cfg.RECIPE_WARMUP, cfg.epochs))
+    out = writable_folder(Path(cfg.out))
+    replaceable(out / MODEL_DIR, _model_is_ours)
+    if cfg.previews:
+        figure_path(out / PREVIEWS)
     num_classes, multiple = len(data.classes), input_multiple(backbone)
     if cfg.crop_size % multiple:
         fixed = max(multiple, cfg.crop_size - cfg.crop_size % multiple)
@@ -172,19 +181,31 @@ def segment(backbone: VisionTransformer, data: SegData, cfg: SegmentConfig, ctx:
     )
     results = loop.run("segment")
     if ctx.is_main:
-        folder = Path(cfg.out) / "model"
-        model.save_pretrained(folder)
         intermediate, fusion = decoder_channels(backbone.num_features)
-        write_dpt_card(folder, {
+        _save_model(model, out / MODEL_DIR, {
             "backbone": backbone_name, "architecture": backbone.pretrained_cfg["architecture"],
             "license": backbone.pretrained_cfg.get("license"), "dataset": dataset, "classes": data.classes,
             "mean": list(norm["mean"]), "std": list(norm["std"]), "multiple": multiple, "ignore_index": ignore,
             "params": f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}",
             "encoder_params": f"{sum(p.numel() for p in model.encoder.parameters()) / 1e6:.1f}",
             "intermediate": "-".join(map(str, intermediate)), "fusion": fusion}, results)
-        save_previews(model, val_set, num_classes, cfg.previews, Path(cfg.out) / "predictions.png", ctx.device,
-                      data.classes)
+        save_previews(model, val_set, num_classes, cfg.previews, out / PREVIEWS, ctx.device, data.classes)
     return results
+
+
+def _save_model(model: nn.Module, folder: Path, info: dict[str, Any], results: dict[str, Any]) -> None:
+    """smp's ``save_pretrained`` with mimzoo's card (see :func:`write_dpt_card`), built aside and swapped in whole
+    (smp writes in place, with mode 0600)."""
+    with atomic_dir(folder) as tmp:
+        model.save_pretrained(tmp)
+        write_dpt_card(tmp, info, results)
+
+
+def _model_is_ours(folder: Path) -> bool:
+    """An empty folder, or a DPT an earlier segment run saved: smp's files and mimzoo's card, nothing else."""
+    files = {p.name for p in folder.iterdir()} if folder.is_dir() else {folder.name}
+    return not files or (files <= MODEL_FILES and CARD in files
+                         and SOFTWARE in (folder / CARD).read_text(errors="replace"))
 
 
 def palette(num_classes: int) -> np.ndarray:
@@ -215,8 +236,7 @@ def save_previews(model: nn.Module, dataset: SegDataset, num_classes: int, count
         truth = torch.where(mask == dataset.ignore_index, num_classes, mask)
         rows.append((rgb, colours[truth.numpy()], colours[prediction.numpy()]))
     names = [*(classes or [str(c) for c in range(num_classes)]), "ignored"]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    preview_figure(rows, names, colours).save(path)
+    save(preview_figure(rows, names, colours), path)
 
 
 def preview_figure(rows: list[tuple[np.ndarray, ...]], names: list[str], colours: np.ndarray) -> Image.Image:

@@ -30,6 +30,7 @@ from mimzoo.engine.atomic import atomic_path
 from mimzoo.engine.checkpoint import CHECKPOINT, load_checkpoint, resumable, rng_state, save_checkpoint, set_rng_state
 from mimzoo.engine.config import MAX_LR
 from mimzoo.engine.distributed import DistContext
+from mimzoo.engine.outputs import RESULTS, marked, replaceable, results_are_ours
 from mimzoo.engine.report import Reported, Reporter
 from mimzoo.engine.schedule import warmup_cosine
 from mimzoo.errors import Interrupted, MimzooError, in_range, in_range_if_set
@@ -102,10 +103,10 @@ def write_results(out: Path, history: list[dict[str, Any]], record: dict[str, An
 
 
 def save_results(out: Path, results: dict[str, Any], ctx: DistContext) -> dict[str, Any]:
-    """Write ``results`` to OUT/results.json atomically (rank 0) and return them."""
+    """Write ``results``, marked as mimzoo's, to OUT/results.json atomically (rank 0) and return them."""
+    results = marked(results)
     if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out / "results.json") as tmp:
+        with atomic_path(replaceable(out / RESULTS, results_are_ours)) as tmp:
             tmp.write_text(json.dumps(results, indent=2))
     return results
 

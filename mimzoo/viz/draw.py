@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from collections.abc import Sequence
 from itertools import cycle
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
+from PIL.PngImagePlugin import PngInfo
 
+from mimzoo.engine.atomic import atomic_path
+from mimzoo.engine.outputs import SOFTWARE, replaceable, writable_folder
 from mimzoo.errors import MimzooError, one_line
 
 FONT_SIZE = 13
@@ -114,14 +118,41 @@ def line_plot(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], title: 
             draw.line([(legend_x - 22, y + lh / 2), (legend_x - 4, y + lh / 2)], fill=colour, width=3)
             draw.text((legend_x, y), name, fill=INK, font=text)
 
-def save(image: Image.Image, path: Path) -> Path:
-    """Write ``image`` to ``path`` (the format from its extension), creating the folder; a one-line error if not."""
-    path = Path(path)
+
+def figure_path(path: Path) -> tuple[Path, str]:
+    """Check that a figure can be written to ``path`` before any work: an image extension, a folder that can be
+    written, and nothing there that mimzoo did not write. Returns the path, normalised (so ``new/../f.png`` creates
+    no ``new``), and the PIL format."""
+    path = Path(os.path.normpath(path))
+    image_format = Image.registered_extensions().get(path.suffix.lower())
+    if image_format is None or image_format not in Image.SAVE:
+        raise MimzooError(f"cannot write {path}: give it an image extension such as .png")
+    writable_folder(path.parent)
+    return replaceable(path, _marked), image_format
+
+
+def _marked(path: Path) -> bool:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        image.save(path)
-    except ValueError:  # PIL: no format for this extension
-        raise MimzooError(f"cannot write {path}: give it an image extension such as .png") from None
+        with Image.open(path) as image:
+            return SOFTWARE in (image.info.get("Software"), image.info.get("comment", b"").decode("latin-1"))
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return False
+
+
+def save(image: Image.Image, path: Path) -> Path:
+    """Write ``image`` to ``path`` (the format from its extension) atomically, marked as mimzoo's, creating the
+    folder; refuses what :func:`figure_path` refuses; a one-line error if it cannot."""
+    path, image_format = figure_path(path)
+    marks = {"PNG": {"pnginfo": _png_mark()}, "JPEG": {"comment": SOFTWARE}}.get(image_format, {})
+    try:
+        with atomic_path(path) as tmp:
+            image.save(tmp, format=image_format, **marks)
     except OSError as exc:
         raise MimzooError(f"cannot write {path}: {one_line(exc)}") from None
     return path
+
+
+def _png_mark() -> PngInfo:
+    info = PngInfo()
+    info.add_text("Software", SOFTWARE)
+    return info

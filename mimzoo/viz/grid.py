@@ -28,7 +28,7 @@ from mimzoo.hub.export import load_pretrainer, load_run
 from mimzoo.hub.layout import PRETRAINER, read_record
 from mimzoo.hub.resolve import HF_PREFIX, LOCAL_PREFIX, locate_backbone
 from mimzoo.methods import Pretrainer, Reconstruction, parts, view_size
-from mimzoo.viz.draw import INK, NOTE_INK, font, line_height, save, wrap
+from mimzoo.viz.draw import INK, NOTE_INK, figure_path, font, line_height, save, wrap
 from mimzoo.zoo import ZOO
 
 DEMO_PHOTOS = Path(__file__).resolve().parents[1] / "data" / "demo_photos"
@@ -164,12 +164,12 @@ def visualize(checkpoint: Path, out: Path | None = None, images: Sequence[Path] 
     """Write the reconstruction figure of ``checkpoint`` (a run or export folder, see :func:`load_method`) on
     ``images`` (default: the demo photos) to ``out`` (default: :func:`default_figure`), computed on ``device``
     (auto, cpu, cuda, cuda:N); returns what it drew and where. ``reporter`` hears of skipped images."""
+    out, _ = figure_path(out if out is not None else default_figure(checkpoint))
     model, cfg = load_method(checkpoint)
     target = resolve_device(device)
     size = view_size(get_arch(cfg.arch), cfg)  # zoom-in takes a larger view, zoom-out a smaller one
     views = load_views(image_files(images), size, reporter).to(target)
     shown = reconstruct(model.to(target), views, seed, mask_ratio)
     recipe = [f"{cfg.method} ({' + '.join(parts(cfg))})", cfg.arch, f"mask ratio {model.mask_ratio:g}", f"seed {seed}"]
-    out = Path(out) if out is not None else default_figure(checkpoint)
     save(reconstruction_grid(shown, f"{checkpoint}: " + ", ".join(recipe)), out)
     return shown, out

@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw
 from mimzoo.engine.metrics_log import METRICS, read_metrics
 from mimzoo.engine.pretrain import RUN_CONFIG
 from mimzoo.errors import MimzooError
-from mimzoo.viz.draw import INK, Series, font, line_height, line_plot, save
+from mimzoo.viz.draw import INK, Series, figure_path, font, line_height, line_plot, save
 
 NOT_PLOTTED = ("step", "epoch", "img_per_s", "skipped_images")  # axes or bookkeeping, not training signals
 # a logged list -> the config option that names its elements, and how: MFF's fused blocks, LocalMIM's scales
@@ -58,6 +58,7 @@ def curve_panels(records: list[dict[str, Any]], names: dict[str, list[str]] | No
 
 def plot_run(run_dir: Path, out: Path) -> list[str]:
     """Draw the curves of ``run_dir`` into ``out``; returns the panel titles."""
+    figure_path(out)
     if not (Path(run_dir) / METRICS).is_file():
         raise MimzooError(f"{run_dir} has no {METRICS}: pass a run folder made by mimzoo pretrain")
     panels = curve_panels(read_metrics(run_dir), element_names(_run_config(Path(run_dir))))
