@@ -274,3 +274,25 @@ def test_pull_fetches_only_the_files_of_an_export_and_visualize_reads_it(export,
     result = cli("visualize", "hf-hub:org/tiny", "--images", photo, "--out", tmp_path / "grid.png")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "grid.png").is_file()
+
+
+def test_push_sends_only_the_export_and_a_cache_snapshot_is_never_written(export, fake_hub, hf_cache, cli,
+                                                                          image_folder, tmp_path, monkeypatch):
+    (export / "notes.txt").write_text("mine, not for the Hub")
+    assert cli("push", export, "--repo-id", "org/tiny", "--token", TOKEN).exit_code == 0
+    (snapshot,) = (hf_cache / "models--org--tiny" / "snapshots").iterdir()
+    assert sorted(p.name for p in snapshot.iterdir()) == sorted(
+        ["config.json", "model.safetensors", "README.md", "mimzoo.json", "pretrainer.safetensors"])
+    before = {p.name: p.read_bytes() for p in snapshot.iterdir()}
+    monkeypatch.chdir(tmp_path)
+    result = cli("knn", snapshot, "--data", image_folder, "--val-fraction", "0.25", "--limit", "10", "--workers", "0",
+                 "--out", tmp_path / "knn")
+    assert result.exit_code == 0, result.output
+    assert "recorded" not in result.output
+    assert cli("push", snapshot, "--repo-id", "org/copy", "--token", TOKEN).exit_code == 0
+    photo = next((REPO / "mimzoo" / "data" / "demo_photos").glob("*.jpg"))
+    result = cli("visualize", snapshot, "--images", photo)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "models--org--tiny-reconstructions.png").is_file()  # in the current folder, not the cache
+    assert {p.name: p.read_bytes() for p in snapshot.iterdir()} == before
+    assert sorted(p.name for p in snapshot.parent.iterdir()) == [snapshot.name]

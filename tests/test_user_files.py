@@ -1,15 +1,18 @@
 """A user's files are never replaced: figures, results.json and a segment model overwrite only what mimzoo wrote,
 never through a link, and the refusal comes before any work."""
 
+import errno
 import json
 import os
 import stat
+import tempfile
 
 import pytest
 from PIL import Image
 from test_pretrain_cli import error_line
 from test_segment import write_generic
 
+from conftest import tiny_pretrain_args
 from mimzoo.errors import MimzooError
 from mimzoo.viz.plots import plot_run
 
@@ -83,6 +86,32 @@ def test_segment_keeps_a_users_model_folder_and_writes_its_own_with_the_umask(cl
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "checkpoint.pt", "model", "predictions.png", "results.json"]
+
+
+def test_pretrain_and_export_refuse_an_out_they_cannot_write_before_any_work(cli, npz_pack, finished_run, tmp_path):
+    (tmp_path / "file").write_text("mine")
+    assert "is a file, not a folder" in error_line(cli(*tiny_pretrain_args(npz_pack, tmp_path / "file")))
+    assert "file is a file" in error_line(cli(*tiny_pretrain_args(npz_pack, tmp_path / "file" / "run")))
+    assert "cannot write into /sys" in error_line(cli(*tiny_pretrain_args(npz_pack, "/sys/mimzoo-run")))
+    assert "cannot write into /sys" in error_line(cli("export", finished_run[0], "--out", "/sys/mimzoo-export"))
+    assert (tmp_path / "file").read_text() == "mine"
+
+
+def test_a_read_only_export_is_used_but_not_recorded(cli, export, image_folder, tmp_path, monkeypatch):
+    real = tempfile.TemporaryFile
+
+    def read_only_export(*args, dir=None, **kwargs):  # as a read-only mount answers (chmod does not stop root)
+        if dir is not None and os.path.samefile(dir, export):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(dir))
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", read_only_export)
+    result = cli("knn", export, "--data", image_folder, "--val-fraction", "0.25", "--limit", "10", "--workers", "0",
+                 "--out", tmp_path / "knn")
+    assert result.exit_code == 0, result.output
+    assert "cannot be written: the result is not recorded in its model card" in " ".join(result.output.split())
+    assert json.loads((export / "mimzoo.json").read_text())["results"] == []
+    assert (tmp_path / "knn" / "results.json").is_file()
 
 
 def _umask() -> int:

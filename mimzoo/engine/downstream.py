@@ -28,7 +28,7 @@ from mimzoo.engine.outputs import RESULTS, replaceable, results_are_ours, writab
 from mimzoo.engine.report import Reporter, for_rank
 from mimzoo.engine.segment import SegmentConfig, segment
 from mimzoo.engine.supervised import save_results
-from mimzoo.errors import check_settings, in_range, one_of
+from mimzoo.errors import MimzooError, check_settings, in_range, one_of
 from mimzoo.hub.card import add_result
 from mimzoo.hub.export import dataset_name
 from mimzoo.hub.layout import read_record
@@ -147,21 +147,26 @@ def _run(inp: DownstreamInput, task: str, open_data: Callable[[], Any],
     replaceable(writable_folder(Path(out)) / RESULTS, results_are_ours)
     random_seed(inp.seed)  # torch (a random:ARCH backbone, heads, drop path), numpy (Mixup), Python (RandAugment)
     backbone, info = load_backbone(inp.backbone, inp.arch)
-    if inp.record and info.export_dir is not None:
-        read_record(info.export_dir)
+    notes, card = list(info.notes), info.export_dir if inp.record else None
+    if card is not None:
+        read_record(card)
+        try:
+            writable_folder(card)
+        except MimzooError:  # a read-only export (shared, archived) is still a backbone
+            notes.append(f"{card} cannot be written: the result is not recorded in its model card")
+            card = None
     data = open_data()
     ctx = dist_utils.init_distributed(inp.device)
     try:
         random_seed(inp.seed)
         rep = for_rank(reporter, ctx.is_main)
-        for note in info.notes:
+        for note in notes:
             rep.message(f"note: {note}")
         results = save_results(Path(out), {"measured": measured(inp, info), **body(backbone, data, ctx, rep)}, ctx)
-        if ctx.is_main and inp.record and info.export_dir is not None:
-            add_result(info.export_dir, task, dataset_name(inp.data), round(results[headline], 2), results["split"],
+        if ctx.is_main and card is not None:
+            add_result(card, task, dataset_name(inp.data), round(results[headline], 2), results["split"],
                        metric_name)
-            rep.message(f"recorded the {task} {headline} ({results['split']} split) in the model card of "
-                        f"{info.export_dir}")
+            rep.message(f"recorded the {task} {headline} ({results['split']} split) in the model card of {card}")
         return results
     finally:
         dist_utils.shutdown_distributed()

@@ -40,6 +40,7 @@ from mimzoo.engine.defaults import resolve_warmup
 from mimzoo.engine.distributed import DistContext
 from mimzoo.engine.init_from import init_from
 from mimzoo.engine.metrics_log import METRICS, append_metrics, truncate_metrics
+from mimzoo.engine.outputs import writable_folder
 from mimzoo.engine.report import Reporter, for_rank
 from mimzoo.engine.schedule import warmup_cosine
 from mimzoo.errors import Interrupted, MimzooError
@@ -138,6 +139,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, explicit: set[str] | Non
     cfg = resolve_defaults(resolve_run_config(cfg, resume, explicit or set()))
     cfg.warmup_epochs = resolve_warmup(cfg.warmup_epochs, RECIPE_WARMUP_EPOCHS, cfg.epochs)
     cfg.validate()
+    writable_folder(Path(cfg.out))
     arch = get_arch(cfg.arch)
     ctx = dist_utils.init_distributed(cfg.device)
     reporter = for_rank(reporter, ctx.is_main)

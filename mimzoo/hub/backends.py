@@ -38,6 +38,7 @@ from mimzoo.hub.layout import (
     EXPORT_FILES,
     RECORD,
     WEIGHTS,
+    in_hub_cache,
     read_json,
     read_record,
     require_backbone_folder,
@@ -137,8 +138,9 @@ def push(folder: Path, repo: str, backend: Backend, private: bool | None = None)
     """Publish an export folder as ``repo`` (``ORG/NAME[@REVISION]``, the syntax of ``pull`` and ``hf-hub:``;
     revision default main); returns where it went.
 
-    The folder must load strictly. A mimzoo export is uploaded with its repo id recorded (so its card shows real
-    ``hf-hub:`` snippets), and the folder itself records it only once the upload succeeded.
+    The folder must load strictly; only its export files (``EXPORT_FILES``) go up, never other files a user keeps
+    there. A mimzoo export is uploaded with its repo id recorded (so its card shows real ``hf-hub:`` snippets), and
+    the folder itself records it only once the upload succeeded (not a Hugging Face cache snapshot, never written).
     """
     folder = Path(folder)
     require_backbone_folder(folder)
@@ -147,17 +149,17 @@ def push(folder: Path, repo: str, backend: Backend, private: bool | None = None)
     if "/" not in repo_id:  # the Hub would file it under the token's user, and the card's snippets would be wrong
         raise MimzooError(f"give the repo as ORG/NAME (your user or organisation name, then the repo), not {repo_id!r}")
     backend.check_push()
-    if not (folder / RECORD).is_file():
-        return backend.push(folder, repo_id, revision, private)
+    record = read_record(folder) if (folder / RECORD).is_file() else None
     with tempfile.TemporaryDirectory(prefix="mimzoo-push-") as staging:
         staged = Path(staging)
-        for file in folder.iterdir():  # links: the weights are read in place, not copied; no temporaries
-            if file.is_file() and not file.name.startswith(".") and file.name not in (RECORD, CARD):
-                (staged / file.name).symlink_to(file.resolve())
-        record = read_record(folder)
-        write_record(staged, {**record, "repo_id": repo_id})
+        for name in EXPORT_FILES:  # the export's files only; links: the weights are read in place, not copied
+            if (folder / name).is_file() and (record is None or name not in (RECORD, CARD)):
+                (staged / name).symlink_to((folder / name).resolve())
+        if record is not None:
+            write_record(staged, {**record, "repo_id": repo_id})
         where = backend.push(staged, repo_id, revision, private)
-    update_record(folder, lambda record: record.update(repo_id=repo_id))
+    if record is not None and not in_hub_cache(folder):  # a cache snapshot is huggingface_hub's, never changed
+        update_record(folder, lambda record: record.update(repo_id=repo_id))
     return where
 
 

@@ -26,6 +26,13 @@ PRETRAINER = "pretrainer.safetensors"
 EXPORT_FILES = (CONFIG, WEIGHTS, CARD, RECORD, PRETRAINER)
 
 
+def in_hub_cache(folder: Path) -> bool:
+    """Whether ``folder`` is a snapshot in a Hugging Face cache (``models--ORG--NAME/snapshots/REV``): its files
+    belong to huggingface_hub (links into ``blobs/``, shared between revisions), so mimzoo never writes there."""
+    folder = Path(folder).resolve()
+    return folder.parent.name == "snapshots" and folder.parent.parent.name.startswith("models--")
+
+
 def require_backbone_folder(folder: Path) -> None:
     """Raise a one-line error unless ``folder`` holds a timm ``config.json`` and ``model.safetensors``."""
     if not folder.is_dir():

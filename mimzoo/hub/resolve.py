@@ -31,7 +31,7 @@ from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_
 
 from mimzoo.archs import get_arch
 from mimzoo.errors import MimzooError, one_line
-from mimzoo.hub.layout import CONFIG, RECORD, WEIGHTS, read_json, require_backbone_folder
+from mimzoo.hub.layout import CONFIG, RECORD, WEIGHTS, in_hub_cache, read_json, require_backbone_folder
 from mimzoo.hub.names import parse_repo
 from mimzoo.zoo import ZOO
 
@@ -238,6 +238,7 @@ def _from_file(spec: str, weights: Path, arch: str | None) -> BackboneInfo:
     else:
         raise MimzooError(f"{weights} has no {CONFIG} beside it; say what it is with --arch "
                           "(e.g. vit_base_patch16_224)")
-    export_dir = folder.resolve() if weights.name == WEIGHTS and (folder / RECORD).is_file() else None
+    export_dir = (folder.resolve() if weights.name == WEIGHTS and (folder / RECORD).is_file()
+                  and not in_hub_cache(folder) else None)
     return BackboneInfo(spec, config, weights, export_dir)
 

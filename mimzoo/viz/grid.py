@@ -25,7 +25,7 @@ from mimzoo.engine.distributed import resolve_device
 from mimzoo.engine.report import Reporter
 from mimzoo.errors import MimzooError
 from mimzoo.hub.export import load_pretrainer, load_run
-from mimzoo.hub.layout import PRETRAINER, read_record
+from mimzoo.hub.layout import PRETRAINER, in_hub_cache, read_record
 from mimzoo.hub.resolve import HF_PREFIX, LOCAL_PREFIX, locate_backbone
 from mimzoo.methods import Pretrainer, Reconstruction, parts, view_size
 from mimzoo.viz.draw import INK, NOTE_INK, figure_path, font, line_height, save, wrap
@@ -148,12 +148,15 @@ def reconstruction_grid(shown: Reconstruction, title: str) -> Image.Image:
 
 def default_figure(source: Path | str) -> Path:
     """Where the figure of ``source`` goes by default: into a run folder, as ``mimzoo plot`` writes its curves; beside
-    an export folder (whose files are what a push uploads); for a backbone spec (``hf-hub:ORG/NAME``, a zoo name),
-    into the current folder, named after the spec."""
+    an export folder (which holds only the export's files); for a backbone spec (``hf-hub:ORG/NAME``, a zoo name)
+    or a snapshot folder in the Hugging Face cache (never written), into the current folder, named after it."""
     folder = Path(source)
     if (folder / CHECKPOINT).is_file():
         return folder / FIGURE
+    if in_hub_cache(folder):
+        return Path(f"{folder.resolve().parent.parent.name}-{FIGURE}")
     if folder.is_dir():
+        folder = folder if folder.name not in ("", "..") else folder.resolve()  # `.` inside the export: beside it
         return folder.parent / f"{folder.name}-{FIGURE}"
     return Path(f"{re.sub(r'[^A-Za-z0-9._-]+', '-', str(source)).strip('-.')}-{FIGURE}")
 
