@@ -218,6 +218,11 @@ def test_the_local_backend_writes_only_inside_its_folder(export, tmp_path):
     assert list((tmp_path / "elsewhere").iterdir()) == []
     with pytest.raises(MimzooError, match="is not a snapshot id"):
         write_snapshot(shared, "lab/other", "main", export, commit="a/b")
+    write_snapshot(shared, "lab/refs", "v1/rc", export)
+    for clashing, other in (("v1", "v1/rc"), ("v1/rc/2", "v1/rc")):  # as git: no branch is a folder of branches
+        with pytest.raises(MimzooError, match=f"revision '{clashing}' clashes with the revision '{other}'"):
+            write_snapshot(shared, "lab/refs", clashing, export, commit="other")
+    assert len(list((shared / "models--lab--refs" / "snapshots").iterdir())) == 1  # no snapshot "other" written
 
 
 def test_visibility_is_the_owners_unless_asked_and_asked_also_on_an_existing_repo(export, fake_hub, cli):

@@ -248,3 +248,10 @@ def test_the_figure_of_a_backbone_spec_goes_into_the_current_folder_named_after_
     # a spec is not a path: its slashes and colons must not name folders (or climb out of the current one)
     assert default_figure("hf-hub:lab/tiny@v1") == Path("hf-hub-lab-tiny-v1-reconstructions.png")
     assert default_figure("../../etc/passwd") == Path("etc-passwd-reconstructions.png")
+
+
+def test_the_figure_of_the_current_export_folder_goes_beside_it(tmp_path, monkeypatch):
+    (tmp_path / "exp").mkdir()
+    monkeypatch.chdir(tmp_path / "exp")
+    assert default_figure(".") == tmp_path / "exp-reconstructions.png"  # not `exp/-reconstructions.png`, inside
+    assert default_figure("../exp") == Path("../exp-reconstructions.png")

@@ -190,13 +190,30 @@ def write_snapshot(cache: Path, repo_id: str, ref: str, folder: Path, commit: st
     if "/" in check_revision(commit):
         raise MimzooError(f"{commit!r} is not a snapshot id (a commit id has no '/')")
     snapshot = _inside(cache, repo_dir / "snapshots" / commit)
+    ref_file = _ref_file(cache, repo_dir, ref)  # checked before the snapshot is written
     if not snapshot.is_dir():
         with atomic_dir(snapshot, work_dir=repo_dir) as tmp:
             for file in files:
                 shutil.copyfile(file, tmp / file.name)
-    with atomic_path(_inside(cache, repo_dir / "refs" / check_revision(ref)), work_dir=repo_dir) as tmp:
+    with atomic_path(ref_file, work_dir=repo_dir) as tmp:
         tmp.write_text(commit)
     return snapshot
+
+
+def _ref_file(cache: Path, repo_dir: Path, ref: str) -> Path:
+    """The file of ``ref`` under ``repo_dir/refs``; a ref whose name another ref's name contains as a folder, or
+    the other way round (``v1`` and ``v1/rc``), is refused, as git refuses such branches."""
+    refs = repo_dir / "refs"
+    path = _inside(cache, refs / check_revision(ref))
+    if path.is_dir():
+        other = next((p.relative_to(refs).as_posix() for p in path.rglob("*") if p.is_file()), f"{ref}/")
+    else:
+        other = next((p.relative_to(refs).as_posix() for p in path.parents
+                      if p.is_relative_to(refs) and p != refs and p.exists() and not p.is_dir()), None)
+    if other is not None:
+        raise MimzooError(f"revision {ref!r} clashes with the revision {other!r} already in {cache} (one name cannot "
+                          "be both a revision and a folder of revisions, as in git); choose another revision")
+    return path
 
 
 def _inside(root: Path, path: Path) -> Path:
