@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from test_pretrain_cli import error_line
 from test_segment import write_pack
 
 import mimzoo.engine.zoo_build as zoo_build
@@ -92,7 +93,16 @@ def test_a_stopped_build_continues_and_every_number_has_its_metrics_file(zoo_set
     monkeypatch.setattr(zoo_build, "run_finetune", lambda inp, cfg, rep: calls.append(inp.val_fraction)
                         or real_finetune(inp, cfg, rep))
     earlier = {"command": "mimzoo zoo build earlier-entry", "knn": 50.0}  # built by another call, on another machine
+    # the results step replaces only mimzoo's files, checked before any work: not a user's card or results file
     zoo_setup.results_file.write_text(json.dumps({"entries": {"earlier-entry": earlier}}))
+    with pytest.raises(MimzooError, match="zoo_results.json exists and mimzoo did not write it"):
+        zoo_build.ZooBuild(zoo_setup)
+    zoo_setup.results_file.write_text(json.dumps({"software": "mimzoo", "entries": {"earlier-entry": earlier}}))
+    zoo_setup.cards_dir.mkdir()
+    (zoo_setup.cards_dir / f"{OTHER}.md").write_text("---\ntags: [mine]\n---\nmy card")
+    with pytest.raises(MimzooError, match=f"{OTHER}.md exists and mimzoo did not write it"):
+        zoo_build.ZooBuild(zoo_setup)
+    (zoo_setup.cards_dir / f"{OTHER}.md").unlink()
     table = zoo_build.ZooBuild(zoo_setup).run([])
     # the other entry and the baseline take the recipe MAE's encoder chose: no sweep of their own
     assert calls == [None, None, None]
@@ -155,6 +165,9 @@ def test_seeds_built_apart_merge_by_copying_their_folders(zoo_setup, monkeypatch
     assert table["entries"][entry.name]["seeds"] == [0, 1] and len(knn["values"]) == 2 and knn["std"] is not None
     assert all((merged / path).is_file() for path in knn["metrics_files"])  # paths relative to the build's root
     # or, training nothing and naming no entry: the table of every entry done in the merged folder
+    (merged / "results.md").write_text("my notes")
+    assert "results.md exists and mimzoo did not write it" in error_line(cli("zoo", "report", "--root", merged))
+    (merged / "results.md").unlink()
     (merged / "results.json").unlink()
     result = cli("zoo", "report", "--root", merged, "--results-file", tmp_path / "shipped.json")
     assert result.exit_code == 0, result.output

@@ -13,9 +13,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from huggingface_hub import metadata_load
+
 from mimzoo.errors import MimzooError, one_line
 
-SOFTWARE = "mimzoo"  # the mark: results.json's "software", a figure's PNG text chunk or JPEG comment
+SOFTWARE = "mimzoo"  # the mark: results.json's "software", a card's tag, a figure's PNG text or JPEG comment
 RESULTS = "results.json"
 
 
@@ -54,6 +56,15 @@ def results_are_ours(path: Path) -> bool:
     except (OSError, UnicodeDecodeError, ValueError):
         return False
     return isinstance(results, dict) and results.get("software") == SOFTWARE
+
+
+def card_is_ours(path: Path) -> bool:
+    """Whether ``path`` is a model card mimzoo generated (its metadata's tags hold "mimzoo")."""
+    try:
+        metadata = metadata_load(path) or {}
+    except Exception:  # a foreign file can fail huggingface_hub's YAML reader in any way: it is not ours
+        return False
+    return isinstance(metadata, dict) and SOFTWARE in (metadata.get("tags") or [])
 
 
 def marked(results: dict[str, Any]) -> dict[str, Any]:

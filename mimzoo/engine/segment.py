@@ -28,7 +28,7 @@ from mimzoo.engine.atomic import atomic_dir
 from mimzoo.engine.defaults import default_workers, resolve_warmup
 from mimzoo.engine.distributed import DistContext
 from mimzoo.engine.features import backbone_data_config
-from mimzoo.engine.outputs import SOFTWARE, replaceable, writable_folder
+from mimzoo.engine.outputs import card_is_ours, replaceable, writable_folder
 from mimzoo.engine.report import Reporter
 from mimzoo.engine.seg_metrics import SegMeter
 from mimzoo.engine.supervised import LoopConfig, SupervisedLoop, fine_tuning_checks
@@ -204,8 +204,7 @@ def _save_model(model: nn.Module, folder: Path, info: dict[str, Any], results: d
 def _model_is_ours(folder: Path) -> bool:
     """An empty folder, or a DPT an earlier segment run saved: smp's files and mimzoo's card, nothing else."""
     files = {p.name for p in folder.iterdir()} if folder.is_dir() else {folder.name}
-    return not files or (files <= MODEL_FILES and CARD in files
-                         and SOFTWARE in (folder / CARD).read_text(errors="replace"))
+    return not files or (files <= MODEL_FILES and CARD in files and card_is_ours(folder / CARD))
 
 
 def palette(num_classes: int) -> np.ndarray:

@@ -36,6 +36,7 @@ from mimzoo.engine.config import PretrainConfig
 from mimzoo.engine.downstream import DownstreamInput, KnnConfig, run_finetune, run_knn, run_linprobe, run_segment
 from mimzoo.engine.finetune import FinetuneConfig
 from mimzoo.engine.linprobe import LinprobeConfig
+from mimzoo.engine.outputs import RESULTS, SOFTWARE, card_is_ours, marked, replaceable, results_are_ours
 from mimzoo.engine.pretrain import pretrain
 from mimzoo.engine.report import Reporter
 from mimzoo.engine.segment import SegmentConfig
@@ -62,6 +63,8 @@ EVALS: dict[str, Any] = {
 SWEEPS: dict[str, dict[str, tuple[Any, ...]]] = {"finetune": {"blr": (5e-4, 1e-3)},
                                                  "linprobe_adamw": {"blr": (1e-3, 4e-3), "weight_decay": (0.0, 0.05)}}
 # the results key of each task's number (always the last epoch's, on the split the results name)
+# results.md's first line (hidden where markdown is rendered): the file is mimzoo's to replace
+MARKDOWN_MARK = f"<!-- {SOFTWARE} zoo results: every build and report rewrites this file -->"
 HEADLINE = {"knn": "top1", "linprobe": "top1", "linprobe_adamw": "top1", "finetune": "top1", "segment": "miou"}
 
 # `--smoke`: every recipe shrunk to a few steps, to check the whole chain (tests, a new machine)
@@ -99,6 +102,7 @@ class ZooBuild:
             kind, other_kind = ("smoke", "real") if options.smoke else ("real", "smoke")
             raise MimzooError(f"{options.root} holds stages of a {other_kind} build ({STAGES}/{other}.json), which a "
                               f"{kind} build must not mix with its own; choose another --root")
+        self._outputs()  # before hours of training, not after
 
     # ---- the plan --------------------------------------------------------------------------------------------
     def run(self, names: list[str]) -> dict[str, Any]:
@@ -223,26 +227,38 @@ class ZooBuild:
         table = {"command": self.options.command, "smoke": self.options.smoke,
                  "entries": {e.name: self._entry_results(e) for e in entries}, "baselines": self._baselines(),
                  "recipes": self._recipes()}
-        with atomic_path(self.options.root / "results.json") as tmp:
-            tmp.write_text(json.dumps(table, indent=2))
-        with atomic_path(self.options.root / "results.md") as tmp:
+        outputs = self._outputs()
+        with atomic_path(outputs["results.json"]) as tmp:
+            tmp.write_text(json.dumps(marked(table), indent=2))
+        with atomic_path(outputs["results.md"]) as tmp:
             tmp.write_text(results_markdown(table))
         if self.options.cards_dir is not None:
-            self.options.cards_dir.mkdir(parents=True, exist_ok=True)
             for entry in entries:
                 seed = self._seeds_done(entry)[0]
                 card = self.options.root / entry.name / f"seed{seed}" / "pretrain" / "export" / "README.md"
-                with atomic_path(self.options.cards_dir / f"{entry.name}.md") as tmp:
+                with atomic_path(outputs[entry.name]) as tmp:
                     tmp.write_text(card.read_text())
         if self.options.results_file is not None:
             self._ship(table)
         return table
 
+    def _outputs(self) -> dict[str, Path]:
+        """What the results step writes (ROOT's results.json and results.md, each entry's card in the cards folder),
+        checked to be absent or mimzoo's; the shipped results file is checked as well."""
+        root, cards = self.options.root, self.options.cards_dir
+        outputs = {"results.json": replaceable(root / RESULTS, results_are_ours, "--root"),
+                   "results.md": replaceable(root / "results.md", _markdown_is_ours, "--root")}
+        if cards is not None:
+            outputs.update({name: replaceable(cards / f"{name}.md", card_is_ours, "--cards-dir") for name in ZOO})
+        if self.options.results_file is not None:
+            replaceable(self.options.results_file, results_are_ours, "--results-file")
+        return outputs
+
     def _ship(self, table: dict[str, Any]) -> None:
         """The headline numbers of the entries built into ``results_file``, beside those of other entries already
         there (each build may make a few entries, on another machine)."""
         path = self.options.results_file
-        shipped = read_json(path, "restore it from git or remove it") if path.exists() else {}
+        shipped = read_json(path, "restore it from git or remove it") if path.exists() else marked({})
         if not isinstance(shipped.get("entries", {}), dict):
             raise MimzooError(f"{path} is not a zoo results file (its entries are not an object); choose another "
                               "--results-file")
@@ -303,9 +319,14 @@ def report(options: BuildOptions) -> dict[str, Any]:
     return ZooBuild(replace(options, smoke=next(iter(state.values()))["smoke"])).write_results()
 
 
+def _markdown_is_ours(path: Path) -> bool:
+    return path.is_file() and path.read_text(errors="replace").startswith(MARKDOWN_MARK)
+
+
 def results_markdown(table: dict[str, Any]) -> str:
     tasks = sorted({task for row in table["entries"].values() for task in row["metrics"]})
-    lines = [f"Written by `{table['command']}`" + (" (smoke: a few steps, not results)" if table["smoke"] else "")
+    lines = [MARKDOWN_MARK,
+             f"Written by `{table['command']}`" + (" (smoke: a few steps, not results)" if table["smoke"] else "")
              + "; the commands that built each entry are in results.json", "",
              "| entry | seeds | " + " | ".join(tasks) + " | minutes | device |",
              "|---|---|" + "---|" * len(tasks) + "---|---|"]
