@@ -22,6 +22,15 @@ def test_warmup_is_the_recipes_at_most_a_quarter_of_the_epochs(given, recipe, ep
     assert resolve_warmup(given, recipe, epochs) == expected
 
 
+@pytest.mark.parametrize("method, epochs, expected", [
+    ("localmim", 100, 10), ("localmim", 50, 10), ("localmim", 200, 40), ("localmim", 20, 5),  # its README's rule
+    ("mae", 100, 25), ("mae", 800, 40), ("pixmim", 100, 25)])
+def test_pretrainings_recipe_warmup_is_the_methods(method, epochs, expected):
+    from mimzoo.methods import get_method
+
+    assert resolve_warmup(None, get_method(method).warmup_epochs(epochs), epochs) == expected
+
+
 def test_a_warmup_longer_than_training_is_one_rule():
     with pytest.raises(MimzooError, match=r"--warmup-epochs 5 must be between 0 and --epochs \(1\)"):
         resolve_warmup(5, 40, 1)

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from mimzoo.engine.config import DEMO, RECIPE_WARMUP_EPOCHS, PretrainConfig
-from mimzoo.engine.defaults import MAX_WARMUP_FRACTION
+from mimzoo.engine.config import DEMO, PretrainConfig
+from mimzoo.engine.defaults import MAX_WARMUP_FRACTION, RECIPE_WARMUP_EPOCHS
 from mimzoo_cli.choices import Choice, Crop, DataDevice, Degradation, Method, Target
 from mimzoo_cli.console import fail_cleanly
 from mimzoo_cli.help import Command, Group, Workers
@@ -71,7 +71,8 @@ def pretrain(
         help="Base lr; lr = blr x effective batch / 256 (default: the method's reference, 1.5e-4; localmim "
         "2e-4).")] = None,
     warmup_epochs: Annotated[float | None, typer.Option(
-        help=f"Linear warm-up epochs before the cosine (default: the recipe's {RECIPE_WARMUP_EPOCHS}, at most "
+        help=f"Linear warm-up epochs before the cosine (default: the recipe's {RECIPE_WARMUP_EPOCHS}; localmim 10 for "
+        f"runs of at most 100 epochs, as its reference; at most "
         f"{MAX_WARMUP_FRACTION:g} x --epochs).")] = None,
     min_lr: Annotated[float | None, typer.Option(
         help="Learning rate at the end of the cosine (default: the method's reference, 0; localmim 1e-6, "

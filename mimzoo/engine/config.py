@@ -23,7 +23,7 @@ class PretrainConfig:
     limit: int | None = None  # a trial on this many images of --data (a seeded subset, the same every time)
     out: str | None = None  # None = runs/METHOD
     epochs: int = 400
-    warmup_epochs: float | None = None  # None = RECIPE_WARMUP_EPOCHS, at most a quarter of the epochs (defaults.py)
+    warmup_epochs: float | None = None  # None = the method's recipe, at most a quarter of the epochs (defaults.py)
     batch_size: int = 64  # per process; effective batch = batch_size x accum x world size
     accum: int = 1
     blr: float | None = None  # lr = blr x effective batch / 256; None = the method's reference value, filled in
@@ -94,9 +94,6 @@ class PretrainConfig:
             in_range("--log-every", self.log_every, 1),
             in_range("--ckpt-every", self.ckpt_every, 1),
         ])
-
-
-RECIPE_WARMUP_EPOCHS = 40  # MAE's, for 400-1600 epochs; a shorter run warms up for at most a quarter of its epochs
 
 
 def default_out(method: str) -> str:

@@ -9,6 +9,9 @@ from mimzoo.errors import MimzooError
 MAX_WORKERS = 8
 # a recipe's warm-up is for its full length; a shorter run warms up for at most this fraction of its epochs
 MAX_WARMUP_FRACTION = 0.25
+# pretraining's: MAE's, for 400-1600 epochs (a method whose reference warms short runs up otherwise says so in its
+# MethodSpec)
+RECIPE_WARMUP_EPOCHS = 40
 
 
 def default_workers() -> int:

@@ -35,7 +35,7 @@ from mimzoo.engine.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from mimzoo.engine.config import RECIPE_WARMUP_EPOCHS, PretrainConfig, default_out
+from mimzoo.engine.config import PretrainConfig, default_out
 from mimzoo.engine.defaults import resolve_warmup
 from mimzoo.engine.distributed import DistContext
 from mimzoo.engine.init_from import init_from
@@ -137,7 +137,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, explicit: set[str] | Non
     """Pretrain ``cfg.method`` on ``cfg.data``; returns the export folder. Works under torchrun."""
     cfg = replace(cfg, out=cfg.out or default_out(cfg.method))
     cfg = resolve_defaults(resolve_run_config(cfg, resume, explicit or set()))
-    cfg.warmup_epochs = resolve_warmup(cfg.warmup_epochs, RECIPE_WARMUP_EPOCHS, cfg.epochs)
+    cfg.warmup_epochs = resolve_warmup(cfg.warmup_epochs, get_method(cfg.method).warmup_epochs(cfg.epochs), cfg.epochs)
     cfg.validate()
     writable_folder(Path(cfg.out))
     arch = get_arch(cfg.arch)

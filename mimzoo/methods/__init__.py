@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from mimzoo.archs import Arch, get_arch
 from mimzoo.degradations import DEGRADATIONS, GEOMETRIC, MASK_RATIOS, check_degradation, view_size_for
+from mimzoo.engine.defaults import RECIPE_WARMUP_EPOCHS
 from mimzoo.errors import MimzooError
 from mimzoo.fusion import encoder_depth, resolve_layers
 from mimzoo.methods.base import MethodOutput, Pretrainer, Reconstruction
@@ -58,8 +59,9 @@ class MethodSpec:
     ``--target`` values it accepts; resolve: fills method options whose default depends on the arch or target into
     the config (after crop and target; MAE's mask ratio 0.75 fills in after it); blr, min_lr and no_weight_decay:
     the reference recipe's base lr, final lr and name patterns kept out of weight decay (besides 1-D parameters
-    and biases, which never take it); deviations: what it trains differently from its reference code on purpose,
-    as sentences for the model card (besides ``COMMON_DEVIATIONS``)."""
+    and biases, which never take it); short_warmup: (epochs, warm-up) where the reference warms up differently for
+    runs of at most that many epochs (else ``RECIPE_WARMUP_EPOCHS``); deviations: what it trains differently from
+    its reference code on purpose, as sentences for the model card (besides ``COMMON_DEVIATIONS``)."""
 
     build: Callable[[Arch, PretrainConfig], Pretrainer]
     crop: str
@@ -74,7 +76,14 @@ class MethodSpec:
     blr: float = MAE_BLR
     min_lr: float = 0.0
     no_weight_decay: tuple[str, ...] = ()
+    short_warmup: tuple[int, float] | None = None
     deviations: tuple[str, ...] = ()
+
+    def warmup_epochs(self, epochs: int) -> float:
+        """The reference recipe's warm-up for a run of ``epochs`` (before the quarter-of-the-epochs cap)."""
+        if self.short_warmup is not None and epochs <= self.short_warmup[0]:
+            return self.short_warmup[1]
+        return RECIPE_WARMUP_EPOCHS
 
 
 def view_size(arch: Arch, cfg: PretrainConfig) -> int:
@@ -142,7 +151,7 @@ METHODS: dict[str, MethodSpec] = {
     # LocalMIM = MAE's masking, with 4 encoder taps each decoded at its own scale (HOG or norm-pix regions)
     "localmim": MethodSpec(_localmim, host="LocalMIM's multi-scale decoders", crop="rrc", paper="arXiv:2303.05251",
                            target="hog", fusion=None, targets=LOCALMIM_TARGETS, resolve=_localmim_options,
-                           blr=2e-4, min_lr=1e-6,
+                           blr=2e-4, min_lr=1e-6, short_warmup=(100, 10),
                            deviations=("A HOG cell with no gradient at all (exactly flat) is 0; the reference's conv "
                                        "leaves rounding noise there, which its L2 normalisation scales to unit "
                                        "norm.",)),
