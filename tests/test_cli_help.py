@@ -36,7 +36,7 @@ def test_help_shows_defaults_and_no_bool_metavar(cli, monkeypatch, command):
     assert "<bool>" not in result.output
     if command == "pretrain":
         for default in ("[default: 400]", "[default: vit_base_patch16_224]", "[default: mae]", "[default: 0.05]",
-                        "the recipe's 40, at most 0.25 x --epochs"):
+                        "the recipe's 40; localmim 10 for runs of at most 100"):
             assert default in result.output
 
 

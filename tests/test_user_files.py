@@ -42,7 +42,7 @@ def test_a_figure_replaces_only_a_figure_mimzoo_wrote(run_with_metrics, tmp_path
         plot_run(run_with_metrics, tmp_path / name)  # its own figure is replaced
     assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.jpg", "curves.png", "link.png", "mine.png", "run"]
     assert stat.S_IMODE((tmp_path / "curves.png").stat().st_mode) == 0o666 & ~_umask()
-    with pytest.raises(MimzooError, match="image extension"):
+    with pytest.raises(MimzooError, match="give it a .png or .jpg extension"):
         plot_run(run_with_metrics, tmp_path / "curves.txt")
     plot_run(run_with_metrics, tmp_path / "new" / ".." / "up.png")
     assert (tmp_path / "up.png").is_file() and not (tmp_path / "new").exists()

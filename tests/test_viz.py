@@ -222,7 +222,7 @@ def test_cli_errors_are_one_line(cli, finished_run, tmp_path):
     assert "pretrainer.safetensors" in error_line(cli("visualize", timm_only))
     assert "mimzoo export RUN" in error_line(cli("visualize", timm_only))
     assert "does not exist" in error_line(cli("visualize", run, "--images", tmp_path / "missing.jpg"))
-    assert "image extension" in error_line(cli("visualize", run, "--out", tmp_path / "grid"))
+    assert "give it a .png or .jpg extension" in error_line(cli("visualize", run, "--out", tmp_path / "grid"))
     assert "no metrics.jsonl" in error_line(cli("plot", tmp_path))
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8 not a JPEG")

@@ -18,8 +18,9 @@ def visualize(
     images: Annotated[list[Path] | None, typer.Option(
         help="An image file or folder; repeat for more (default: the demo photos shipped with mimzoo).")] = None,
     out: Annotated[Path | None, typer.Option(
-        help="The PNG to write (default: RUN/reconstructions.png; for an export folder, EXPORT-reconstructions.png "
-        "beside it).")] = None,
+        help="The .png or .jpg to write, new or one mimzoo wrote (default: RUN/reconstructions.png; for an export "
+        "folder, EXPORT-reconstructions.png beside it; for a Hub spec or cache snapshot, in the current folder)."
+    )] = None,
     mask_ratio: Annotated[float | None, typer.Option(help="Fraction of patches masked (default: the run's).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the mask (and any random degradation): same seed, same mask.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
@@ -44,7 +45,8 @@ def visualize(
 @fail_cleanly
 def plot(
     run: Annotated[Path, typer.Argument(help="Run folder made by mimzoo pretrain (reads RUN/metrics.jsonl).")],
-    out: Annotated[Path | None, typer.Option(help="The PNG to write (default RUN/curves.png).")] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="The .png or .jpg to write, new or one mimzoo wrote (default RUN/curves.png).")] = None,
 ) -> None:
     """Training curves of a run: loss, lr, grad norm and what the method logs (e.g. MFF's fusion weights).
 

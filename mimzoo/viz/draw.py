@@ -119,14 +119,18 @@ def line_plot(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], title: 
             draw.text((legend_x, y), name, fill=INK, font=text)
 
 
+# the formats that carry mimzoo's mark, so a figure mimzoo wrote can be told from a user's and replaced
+FIGURE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+
+
 def figure_path(path: Path) -> tuple[Path, str]:
-    """Check that a figure can be written to ``path`` before any work: an image extension, a folder that can be
+    """Check that a figure can be written to ``path`` before any work: a .png or .jpg extension, a folder that can be
     written, and nothing there that mimzoo did not write. Returns the path, normalised (so ``new/../f.png`` creates
     no ``new``), and the PIL format."""
     path = Path(os.path.normpath(path))
-    image_format = Image.registered_extensions().get(path.suffix.lower())
-    if image_format is None or image_format not in Image.SAVE:
-        raise MimzooError(f"cannot write {path}: give it an image extension such as .png")
+    image_format = FIGURE_FORMATS.get(path.suffix.lower())
+    if image_format is None:
+        raise MimzooError(f"cannot write {path}: give it a .png or .jpg extension")
     writable_folder(path.parent)
     return replaceable(path, _marked), image_format
 
@@ -143,7 +147,7 @@ def save(image: Image.Image, path: Path) -> Path:
     """Write ``image`` to ``path`` (the format from its extension) atomically, marked as mimzoo's, creating the
     folder; refuses what :func:`figure_path` refuses; a one-line error if it cannot."""
     path, image_format = figure_path(path)
-    marks = {"PNG": {"pnginfo": _png_mark()}, "JPEG": {"comment": SOFTWARE}}.get(image_format, {})
+    marks = {"PNG": {"pnginfo": _png_mark()}, "JPEG": {"comment": SOFTWARE}}[image_format]
     try:
         with atomic_path(path) as tmp:
             image.save(tmp, format=image_format, **marks)
