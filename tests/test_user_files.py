@@ -88,12 +88,13 @@ def test_segment_keeps_a_users_model_folder_and_writes_its_own_with_the_umask(cl
         "checkpoint.pt", "model", "predictions.png", "results.json"]
 
 
-def test_pretrain_and_export_refuse_an_out_they_cannot_write_before_any_work(cli, npz_pack, finished_run, tmp_path):
+def test_pretrain_export_and_import_refuse_an_out_they_cannot_write_up_front(cli, npz_pack, finished_run, tmp_path):
     (tmp_path / "file").write_text("mine")
     assert "is a file, not a folder" in error_line(cli(*tiny_pretrain_args(npz_pack, tmp_path / "file")))
     assert "file is a file" in error_line(cli(*tiny_pretrain_args(npz_pack, tmp_path / "file" / "run")))
     assert "cannot write into /sys" in error_line(cli(*tiny_pretrain_args(npz_pack, "/sys/mimzoo-run")))
     assert "cannot write into /sys" in error_line(cli("export", finished_run[0], "--out", "/sys/mimzoo-export"))
+    assert "cannot write into /sys" in error_line(cli("import", tmp_path / "any.pth", "--out", "/sys/mimzoo-import"))
     assert (tmp_path / "file").read_text() == "mine"
 
 

@@ -25,7 +25,6 @@ from mimzoo.engine.atomic import atomic_dir
 from mimzoo.engine.checkpoint import CHECKPOINT, load_checkpoint
 from mimzoo.engine.config import PretrainConfig
 from mimzoo.engine.metrics_log import read_metrics
-from mimzoo.engine.outputs import writable_folder
 from mimzoo.engine.report import Reporter
 from mimzoo.errors import MimzooError, one_line
 from mimzoo.hub.card import write_record
@@ -82,7 +81,6 @@ def export_run(run_dir: Path, out_dir: Path | None = None, dataset: str | None =
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "export"
     previous = previous_export(out_dir)  # before the (slow) checkpoint load: a refused folder stops at once
-    writable_folder(out_dir.resolve().parent)  # where the new folder is built
     model, cfg, state = load_run(run_dir)
     spec = get_method(cfg.method)
     run_config = run_dir / "config.json"  # the resolved config the run wrote, with its process count

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mimzoo.engine.checkpoint import CHECKPOINT
+from mimzoo.engine.outputs import writable_folder
 from mimzoo.errors import MimzooError, one_line
 
 CONFIG = "config.json"
@@ -49,7 +50,8 @@ def require_backbone_folder(folder: Path) -> None:
 def previous_export(folder: Path) -> dict[str, Any] | None:
     """The ``mimzoo.json`` of ``folder`` if it is a previous mimzoo export (which an export may replace), None if it
     is absent or an empty folder; anything else (a file, a run folder, other files) is a one-line error, since
-    replacing it would lose what the user put there."""
+    replacing it would lose what the user put there, and so is a place where it cannot be built (read-only)."""
+    writable_folder(Path(folder).resolve().parent)  # the new folder is built beside it
     if not os.path.lexists(folder):
         return None
     if not folder.is_dir():
