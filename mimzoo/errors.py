@@ -53,6 +53,15 @@ def in_range_if_set(option: str, value: float | None, *bounds: float, **ends: bo
     return (True, "") if value is None else in_range(option, value, *bounds, **ends)
 
 
+SEED_MAX = 2**31 - 1  # numpy seeds take 32 bits; runs add the process rank to the seed
+
+
+def valid_seed(seed: int) -> tuple[bool, str]:
+    """A :func:`check_settings` check of ``--seed``: an integer numpy and torch both take, with room for ranks."""
+    ok = isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed <= SEED_MAX
+    return ok, f"--seed must be an integer from 0 to {SEED_MAX}, not {seed}"
+
+
 def one_of(option: str, value: str, choices: Iterable[str]) -> tuple[bool, str]:
     """A :func:`check_settings` check that ``value`` is one of ``choices``."""
     choices = tuple(choices)

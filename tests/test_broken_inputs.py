@@ -109,10 +109,17 @@ def _pickled(path: Path) -> Path:
     return path
 
 
+def _npy(path: Path) -> Path:
+    with open(path, "wb") as f:  # np.save would add .npy to the name
+        np.save(f, np.zeros(3))
+    return path
+
+
 BROKEN_PACKS = {
     "empty file": (_empty_file, "cannot read"),
     "truncated": (_truncated, "pack"),
     "pickled objects": (_pickled, "cannot read"),
+    "a .npy array": (_npy, "is a single .npy array, not an npz pack"),
     "offsets past the bytes": (lambda p: pack(p, train_offsets=OFFSETS * 100), "train_offsets"),
     "offsets 2-D": (lambda p: pack(p, train_offsets=np.zeros((3, 3), np.int64)), "train_offsets"),
     "offsets float": (lambda p: pack(p, train_offsets=OFFSETS.astype(float)), "train_offsets"),
@@ -250,4 +257,8 @@ def test_import_of_a_broken_transformers_folder(cli, tmp_path):
     (source / "config.json").write_bytes(b"\xff\xfe{")
     (source / "model.safetensors").write_bytes(b"")
     assert "config.json" in error_line(cli("import", source, "--out", tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "notes.pth").write_text("hi\n")  # torch's unpickler fails on it with a KeyError
+    line = error_line(cli("import", tmp_path / "notes.pth", "--out", tmp_path / "out"))
+    assert "notes.pth as a PyTorch checkpoint (KeyError: 105); it is damaged or not a checkpoint" in line
     assert not (tmp_path / "out").exists()

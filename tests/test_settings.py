@@ -47,6 +47,8 @@ SETTINGS = [
     ("segment", ["--batch-size", "0"], "--batch-size must be at least 1"),
     ("segment", ["--layer-decay", "-1"], "--layer-decay must be in (0, 1]"),
     ("segment", ["--previews", "-1"], "--previews must be at least 0"),
+    ("knn", ["--seed", "-1"], "--seed must be an integer from 0 to 2147483647, not -1"),
+    ("finetune", ["--seed", str(2**64)], "--seed must be an integer from 0 to 2147483647"),
 ]
 
 
@@ -62,6 +64,8 @@ def test_out_of_range_setting_is_one_line(cli, npz_pack, tmp_path, command, args
     (["--clip-grad", "-1"], "--clip-grad must be more than 0"),
     (["--weight-decay", "-1"], "--weight-decay must be at least 0"),
     (["--blr", "1e9"], "--blr must be in (0, 10]"),
+    (["--seed", "-1"], "--seed must be an integer from 0 to 2147483647, not -1"),
+    (["--seed", str(2**32)], "--seed must be an integer from 0 to 2147483647, not 4294967296"),
 ])
 def test_out_of_range_pretrain_setting_is_one_line(cli, npz_pack, tmp_path, args, message):
     assert message in error_line(cli(*tiny_pretrain_args(npz_pack, tmp_path / "r", *args)))

@@ -71,10 +71,12 @@ class NpzPack:
         self.path = path
         try:
             self._npz = np.load(path, allow_pickle=False)
-            self.keys = set(self._npz.files)
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise MimzooError(f"cannot read {path} as an npz pack ({one_line(exc, 160)}); pass a pack made with "
                               "numpy.savez") from None
+        if not isinstance(self._npz, np.lib.npyio.NpzFile):  # np.load reads a .npy file as one array
+            raise MimzooError(f"{path} is a single .npy array, not an npz pack; pass a pack made with numpy.savez")
+        self.keys = set(self._npz.files)
 
     def __contains__(self, key: str) -> bool:
         return key in self.keys

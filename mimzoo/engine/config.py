@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from mimzoo.engine.defaults import default_workers
-from mimzoo.errors import check_settings, in_range, in_range_if_set, one_of
+from mimzoo.errors import check_settings, in_range, in_range_if_set, one_of, valid_seed
 
 # the learning-rate options (blr, lr) stop above this: such values only diverge, and usually are a typo
 MAX_LR = 10.0
@@ -72,6 +72,7 @@ class PretrainConfig:
     def validate(self) -> None:
         check_settings([
             in_range("--epochs", self.epochs, 1),
+            valid_seed(self.seed),
             in_range_if_set("--limit", self.limit, 1),
             in_range("--warmup-epochs", self.warmup_epochs, 0, self.epochs),
             in_range("--batch-size", self.batch_size, 1),

@@ -28,7 +28,7 @@ from mimzoo.engine.outputs import RESULTS, replaceable, results_are_ours, writab
 from mimzoo.engine.report import Reporter, for_rank
 from mimzoo.engine.segment import SegmentConfig, segment
 from mimzoo.engine.supervised import save_results
-from mimzoo.errors import MimzooError, check_settings, in_range, one_of
+from mimzoo.errors import MimzooError, check_settings, in_range, one_of, valid_seed
 from mimzoo.hub.card import add_result
 from mimzoo.hub.export import dataset_name
 from mimzoo.hub.layout import read_record
@@ -144,6 +144,7 @@ def _run(inp: DownstreamInput, task: str, open_data: Callable[[], Any],
     add what was measured to OUT/results.json, and record ``results[headline]`` (measured on ``results["split"]``)
     in the card of a local export (checked readable before the run)."""
     validate()
+    check_settings([valid_seed(inp.seed)])
     replaceable(writable_folder(Path(out)) / RESULTS, results_are_ours)
     random_seed(inp.seed)  # torch (a random:ARCH backbone, heads, drop path), numpy (Mixup), Python (RandAugment)
     backbone, info = load_backbone(inp.backbone, inp.arch)

@@ -142,8 +142,9 @@ def _torch_load(path: Path) -> Any:
     except pickle.UnpicklingError as exc:
         raise MimzooError(f"{path} holds more than tensors and plain values, which mimzoo does not unpickle "
                           f"(it never runs code from a checkpoint): {one_line(exc, 160)}") from None
-    except (OSError, RuntimeError, EOFError, ValueError) as exc:
-        raise MimzooError(f"cannot read {path} as a PyTorch checkpoint: {one_line(exc)}") from None
+    except Exception as exc:  # a damaged or foreign file fails in torch's unpickler with any error type
+        raise MimzooError(f"cannot read {path} as a PyTorch checkpoint ({type(exc).__name__}: {one_line(exc)}); it "
+                          "is damaged or not a checkpoint") from None
 
 
 # ---- transformers ViTMAE -----------------------------------------------------------------------------------

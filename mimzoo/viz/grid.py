@@ -23,7 +23,7 @@ from mimzoo.engine.checkpoint import CHECKPOINT
 from mimzoo.engine.config import PretrainConfig
 from mimzoo.engine.distributed import resolve_device
 from mimzoo.engine.report import Reporter
-from mimzoo.errors import MimzooError
+from mimzoo.errors import MimzooError, check_settings, valid_seed
 from mimzoo.hub.export import load_pretrainer, load_run
 from mimzoo.hub.layout import PRETRAINER, in_hub_cache, read_record
 from mimzoo.hub.resolve import HF_PREFIX, LOCAL_PREFIX, locate_backbone
@@ -167,6 +167,7 @@ def visualize(checkpoint: Path, out: Path | None = None, images: Sequence[Path] 
     """Write the reconstruction figure of ``checkpoint`` (a run or export folder, see :func:`load_method`) on
     ``images`` (default: the demo photos) to ``out`` (default: :func:`default_figure`), computed on ``device``
     (auto, cpu, cuda, cuda:N); returns what it drew and where. ``reporter`` hears of skipped images."""
+    check_settings([valid_seed(seed)])
     out, _ = figure_path(out if out is not None else default_figure(checkpoint))
     model, cfg = load_method(checkpoint)
     target = resolve_device(device)
