@@ -62,9 +62,9 @@ EVALS: dict[str, Any] = {
 # (the anchor names neither the lr nor the weight decay of its AdamW probe, so both are chosen)
 SWEEPS: dict[str, dict[str, tuple[Any, ...]]] = {"finetune": {"blr": (5e-4, 1e-3)},
                                                  "linprobe_adamw": {"blr": (1e-3, 4e-3), "weight_decay": (0.0, 0.05)}}
-# the results key of each task's number (always the last epoch's, on the split the results name)
 # results.md's first line (hidden where markdown is rendered): the file is mimzoo's to replace
 MARKDOWN_MARK = f"<!-- {SOFTWARE} zoo results: every build and report rewrites this file -->"
+# the results key of each task's number (always the last epoch's, on the split the results name)
 HEADLINE = {"knn": "top1", "linprobe": "top1", "linprobe_adamw": "top1", "finetune": "top1", "segment": "miou"}
 
 # `--smoke`: every recipe shrunk to a few steps, to check the whole chain (tests, a new machine)
@@ -249,7 +249,8 @@ class ZooBuild:
         outputs = {"results.json": replaceable(root / RESULTS, results_are_ours, "--root"),
                    "results.md": replaceable(root / "results.md", _markdown_is_ours, "--root")}
         if cards is not None:
-            outputs.update({name: replaceable(cards / f"{name}.md", card_is_ours, "--cards-dir") for name in ZOO})
+            outputs.update({e.name: replaceable(cards / f"{e.name}.md", card_is_ours, "--cards-dir")
+                            for e in ZOO.values() if e.recipe is not None})
         if self.options.results_file is not None:
             replaceable(self.options.results_file, results_are_ours, "--results-file")
         return outputs
