@@ -59,10 +59,11 @@ def get_arch(name: str) -> Arch:
     if match is None:
         raise MimzooError(f"unknown arch {name!r}; use a name like {EXAMPLES}")
     size, patch, img = match.group(1), int(match.group(2)), int(match.group(3))
-    if patch < 1 or img % patch:
+    if patch < 1 or img < patch or img % patch:
+        fixed = max(patch, 1)
         raise MimzooError(
-            f"arch {name!r}: image size {img} is not a multiple of patch size {patch}; "
-            f"pick an image size divisible by the patch (e.g. vit_{size}_patch{patch}_{img - img % patch or patch})"
+            f"arch {name!r}: image size {img} is not a positive multiple of patch size {patch}; pick one that is "
+            f"(e.g. vit_{size}_patch{fixed}_{max(fixed, img - img % fixed)})"
         )
     timm_name, dec_dim, dec_depth, dec_heads = _SIZES[size]
     default_patch = 14 if size == "huge" else 16

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import zipfile
 from collections.abc import Iterable
+from pathlib import Path
 
 
 class MimzooError(Exception):
@@ -26,6 +28,18 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
     for quoting inside a MimzooError."""
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def not_a_zip(path: Path) -> str | None:
+    """Why ``path`` is not a zip archive, in words, or None when it is one: npz packs and ``torch.save``'s files
+    are zips, and the readers' own errors for other files mislead (numpy suggests unpickling a text file)."""
+    with open(path, "rb") as file:
+        head = file.read(2)
+    if not head:
+        return "the file is empty"
+    if zipfile.is_zipfile(path):
+        return None
+    return "a truncated zip archive: the end of the file is missing" if head == b"PK" else "not a zip archive"
 
 
 def check_settings(checks: Iterable[tuple[bool, str]]) -> None:

@@ -128,7 +128,7 @@ def image_filter(target: str, img_size: int, radius: float | None = None) -> Ima
     if target == "pixel":
         return None
     if target == "lowpass":
-        radius = radius or lowpass_radius(img_size)
+        radius = lowpass_radius(img_size) if radius is None else radius
         corner = img_size / 2 * math.sqrt(2)
         if not 0 < radius < corner:
             raise MimzooError(f"--lowpass-radius {radius} is outside (0, {corner:.1f}) for {img_size}px images; "

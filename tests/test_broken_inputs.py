@@ -99,6 +99,11 @@ def _empty_file(path: Path) -> Path:
     return path
 
 
+def _text(path: Path) -> Path:
+    path.write_text("not a pack\n")  # numpy takes it for a pickle and suggests allow_pickle
+    return path
+
+
 def _truncated(path: Path) -> Path:
     truncate(pack(path))
     return path
@@ -116,8 +121,9 @@ def _npy(path: Path) -> Path:
 
 
 BROKEN_PACKS = {
-    "empty file": (_empty_file, "cannot read"),
-    "truncated": (_truncated, "pack"),
+    "empty file": (_empty_file, "is not an npz pack (the file is empty)"),
+    "truncated": (_truncated, "is not an npz pack (a truncated zip archive"),
+    "text": (_text, "is not an npz pack (not a zip archive)"),
     "pickled objects": (_pickled, "cannot read"),
     "a .npy array": (_npy, "is a single .npy array, not an npz pack"),
     "offsets past the bytes": (lambda p: pack(p, train_offsets=OFFSETS * 100), "train_offsets"),
@@ -191,15 +197,18 @@ def _checkpoint_without_config(run: Path) -> None:
     torch.save(state, run / "checkpoint.pt")
 
 
+TRUNCATED = "checkpoint.pt (a truncated zip archive: the end of the file is missing)"
 BROKEN_RUNS = {
-    "export truncated checkpoint": (lambda r: truncate(r / "checkpoint.pt"), ["export"], "checkpoint.pt"),
+    "export truncated checkpoint": (lambda r: truncate(r / "checkpoint.pt"), ["export"], TRUNCATED),
     "export garbage checkpoint": (lambda r: (r / "checkpoint.pt").write_bytes(b"hello"), ["export"],
-                                  "checkpoint.pt"),
+                                  "checkpoint.pt (neither a zip archive, as torch.save writes, nor a pickle)"),
+    "export empty checkpoint": (lambda r: (r / "checkpoint.pt").write_bytes(b""), ["export"],
+                                "checkpoint.pt (the file is empty)"),
     "export checkpoint without config": (_checkpoint_without_config, ["export"], "not a mimzoo checkpoint"),
     "export run config not utf-8": (lambda r: (r / "config.json").write_bytes(b"\xff"), ["export"], "config.json"),
-    "visualize truncated checkpoint": (lambda r: truncate(r / "checkpoint.pt"), ["visualize"], "checkpoint.pt"),
+    "visualize truncated checkpoint": (lambda r: truncate(r / "checkpoint.pt"), ["visualize"], TRUNCATED),
     "resume truncated checkpoint": (lambda r: truncate(r / "checkpoint.pt"), ["pretrain", "--resume", "--out"],
-                                    "checkpoint.pt"),
+                                    TRUNCATED),
 }
 
 
@@ -260,5 +269,5 @@ def test_import_of_a_broken_transformers_folder(cli, tmp_path):
     assert not (tmp_path / "out").exists()
     (tmp_path / "notes.pth").write_text("hi\n")  # torch's unpickler fails on it with a KeyError
     line = error_line(cli("import", tmp_path / "notes.pth", "--out", tmp_path / "out"))
-    assert "notes.pth as a PyTorch checkpoint (KeyError: 105); it is damaged or not a checkpoint" in line
+    assert "notes.pth as a PyTorch checkpoint (neither a zip archive, as torch.save writes, nor a pickle)" in line
     assert not (tmp_path / "out").exists()

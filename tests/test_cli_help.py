@@ -40,6 +40,23 @@ def test_help_shows_defaults_and_no_bool_metavar(cli, monkeypatch, command):
             assert default in result.output
 
 
+@pytest.mark.parametrize("args,named", [
+    (["pretrain", "--data", ""], "'--data'"),
+    (["pretrain", "--demo", "--out="], "'--out'"),
+    (["knn", "random:vit_tiny_patch4_32", "--data", ""], "'--data'"),
+    (["visualize", ""], "an argument"),
+    (["pull", "org/name", "--backend-dir", ""], "'--backend-dir'"),
+    (["zoo", "build", "--root", ""], "'--root'"),
+])
+def test_an_empty_value_is_refused_before_any_work(cli, tmp_path, monkeypatch, args, named):
+    monkeypatch.chdir(tmp_path)  # as a path, '' would be the current folder
+    result = cli(*args)
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    said = " ".join(result.output.replace("│", " ").split())  # rich's error panel wraps the line
+    assert f"Invalid value for {named}" in said and "it is empty; give it a value or leave it out" in said
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_shell_completion_is_offered(cli):
     assert "--install-completion" in cli("--help").output
 

@@ -33,6 +33,15 @@ def test_npz_pack_and_split_spec(npz_pack):
 def test_builtin_sample():
     assert len(open_source("builtin")) == 2000
     assert len(open_source("builtin:test")) == 500
+    with pytest.raises(MimzooError, match=r"^builtin has no split 'foo' .*splits in the pack: test, train; use --data "
+                                          r"builtin:SPLIT$"):
+        open_source("builtin:foo")  # named as the user named it, not by its path inside the package
+
+
+@pytest.mark.parametrize("spec", ["builtin:", "{pack}:"])
+def test_a_colon_without_a_split(npz_pack, spec):
+    with pytest.raises(MimzooError, match="names no split after the ':'"):
+        open_source(spec.format(pack=npz_pack))
 
 
 @pytest.mark.parametrize("make,message", [

@@ -84,6 +84,10 @@ def test_segment_records_miou(cli, export, tmp_path):
     line = error_line(cli("segment", export, "--data", data, "--crop-size", "40", "--workers", "0",
                           "--out", tmp_path / "seg-bad"))
     assert "--crop-size 40 must be a multiple of 32" in line
+    line = error_line(cli("segment", export, "--data", data, "--crop-size", "96", "--workers", "0",
+                          "--out", tmp_path / "seg-bad"))  # 32 px images, at most 64 at the top random scale 2
+    assert "--crop-size 96 is larger than any training image becomes (short side at most 64 px" in line
+    assert not (tmp_path / "seg-bad").exists()
 
 
 @pytest.mark.parametrize("command", ["knn", "linprobe", "finetune", "segment"])

@@ -130,6 +130,9 @@ def test_revisions_and_the_local_folder_backend(export, fake_hub, hf_cache, cli,
     assert (hf_cache / "models--lab--tiny" / "snapshots").is_dir()
     assert zoo_row(cli("list")) == ["lab-tiny", "hf-hub:lab/tiny", "(cached)"]
     assert "lab/nothing is not in" in error_line(cli("pull", "lab/nothing", "--backend-dir", shared))
+    refs = shared / "models--lab--tiny" / "refs" / "main"
+    assert "is a file, not a folder" in error_line(cli("pull", "lab/tiny", "--backend-dir", refs))
+    assert "does not exist" in error_line(cli("pull", "lab/tiny", "--backend-dir", tmp_path / "nowhere"))
 
 
 def test_clear_errors(export, fake_hub, cli, tmp_path):

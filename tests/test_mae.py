@@ -72,7 +72,7 @@ def test_mae_initialisation():
     assert 0.005 < model.decoder.mask_token.std() < 0.05
 
 
-@pytest.mark.parametrize("name,fix", [("vit_tiny_patch5_32", "not a multiple"), ("resnet50", "unknown arch"),
+@pytest.mark.parametrize("name,fix", [("vit_tiny_patch5_32", "not a positive multiple"), ("resnet50", "unknown arch"),
                                       ("vit_gigantic_patch16_224", "unknown arch")])
 def test_bad_arch_names(name, fix):
     with pytest.raises(MimzooError, match=fix):

@@ -92,6 +92,21 @@ def test_resume_extends_a_finished_run(finished_run, cli, tmp_path):
     assert (config["epochs"], config["blr"], config["min_lr"], config["no_weight_decay"]) == (2, 1e-3, 0.0, [])
 
 
+def test_resume_with_another_effective_batch_is_refused(finished_run, cli, tmp_path):
+    import shutil
+
+    out = shutil.copytree(finished_run[0], tmp_path / "run")
+    before = (out / "checkpoint.pt").read_bytes()
+    line = error_line(cli("pretrain", "--resume", "--out", out, "--epochs", "2", "--batch-size", "4"))
+    # step 5 would mean 20 images into the epoch, not 40: another place in the data and the schedule
+    assert ("was trained with effective batch 8 (--batch-size 8 x --accum 1 x 1 processes), not 4; resume with the "
+            "same product (e.g. --batch-size 8)") in line
+    assert (out / "checkpoint.pt").read_bytes() == before
+    result = cli("pretrain", "--resume", "--out", out, "--epochs", "2", "--batch-size", "4", "--accum", "2")
+    assert result.exit_code == 0, result.output  # the same 8 images a step
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 10
+
+
 def error_line(result) -> str:
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output
@@ -103,7 +118,8 @@ def error_line(result) -> str:
 
 @pytest.mark.parametrize("args,message", [
     (["--data", "/nonexistent/images"], "does not exist"),
-    (["--arch", "vit_tiny_patch5_32"], "not a multiple of patch size"),
+    (["--arch", "vit_tiny_patch5_32"], "not a positive multiple of patch size"),
+    (["--arch", "vit_tiny_patch4_0"], "image size 0 is not a positive multiple of patch size 4"),
     (["--arch", "convnext_tiny"], "unknown arch"),
     (["--batch-size", "64"], "larger than the dataset (40 images)"),
     (["--mask-ratio", "1.0"], "--mask-ratio must be in [0, 1)"),
@@ -188,7 +204,7 @@ def test_corrupt_images_are_skipped_counted_and_named(cli, image_folder, tmp_pat
     out = tmp_path / "run"
     result = cli(*tiny_pretrain_args(data, out, "--batch-size", "4", "--log-every", "1"))
     assert result.exit_code == 0, result.output
-    assert "unreadable image(s)" in result.output and "99.jpg (cannot identify image file" in result.output
+    assert "unreadable image(s)" in result.output and "99.jpg (not in an image format PIL can decode)" in result.output
     assert "98.png (Image size (900000000 pixels) exceeds limit" in result.output
     last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["skipped_images"] == 2

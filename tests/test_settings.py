@@ -47,6 +47,7 @@ SETTINGS = [
     ("segment", ["--batch-size", "0"], "--batch-size must be at least 1"),
     ("segment", ["--layer-decay", "-1"], "--layer-decay must be in (0, 1]"),
     ("segment", ["--previews", "-1"], "--previews must be at least 0"),
+    ("finetune", ["--val-fraction", "0.25", "--min-lr", "1"], "--min-lr 1 is above the peak lr"),  # at the schedule
     ("knn", ["--seed", "-1"], "--seed must be an integer from 0 to 2147483647, not -1"),
     ("finetune", ["--seed", str(2**64)], "--seed must be an integer from 0 to 2147483647"),
 ]
@@ -66,6 +67,11 @@ def test_out_of_range_setting_is_one_line(cli, npz_pack, tmp_path, command, args
     (["--blr", "1e9"], "--blr must be in (0, 10]"),
     (["--seed", "-1"], "--seed must be an integer from 0 to 2147483647, not -1"),
     (["--seed", str(2**32)], "--seed must be an integer from 0 to 2147483647, not 4294967296"),
+    (["--min-lr", "1"], "--min-lr 1 is above the peak lr"),  # the cosine would climb to it
+    (["--mask-ratio", "0.999"], "--mask-ratio 0.999 leaves none of the 64 patches of vit_tiny_patch4_32 visible; "
+                                "use at most 0.984"),
+    (["--method", "pixmim", "--lowpass-radius", "0"], "--lowpass-radius 0.0 is outside (0, 22.6)"),
+    (["--device", "cuda:x"], "unknown device 'cuda:x'"),
 ])
 def test_out_of_range_pretrain_setting_is_one_line(cli, npz_pack, tmp_path, args, message):
     assert message in error_line(cli(*tiny_pretrain_args(npz_pack, tmp_path / "r", *args)))

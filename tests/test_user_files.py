@@ -119,3 +119,10 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_a_run_folder_inside_the_image_folder_is_refused(cli, image_folder):
+    before = sorted(p for p in image_folder.rglob("*"))
+    line = error_line(cli(*tiny_pretrain_args(image_folder, image_folder / "runs" / "mae")))
+    assert "lies inside --data" in line and "choose an --out outside the data" in line
+    assert sorted(p for p in image_folder.rglob("*")) == before

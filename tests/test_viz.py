@@ -204,6 +204,9 @@ def test_visualize_and_plot_from_the_cli(cli, finished_run, tmp_path, photos):
         assert result.exit_code == 0, result.output
         assert f"wrote {out}: 2 images x 4 panels" in result.output and "note: norm-pix" in result.output
     assert "unknown device 'tpu'" in error_line(cli("visualize", run, "--device", "tpu"))
+    assert "--mask-ratio 0.999 leaves none of the 64 patches" in error_line(
+        cli("visualize", run, "--mask-ratio", "0.999", "--out", tmp_path / "none.png"))
+    assert not (tmp_path / "none.png").exists()
     with (Image.open(run / "reconstructions.png") as a, Image.open(tmp_path / "b.png") as b,
           Image.open(run / "export-reconstructions.png") as c):
         assert a.tobytes() == b.tobytes()  # same seed, same mask

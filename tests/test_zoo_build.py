@@ -139,6 +139,10 @@ def test_unknown_entry_and_missing_data(zoo_setup, cli, tmp_path):
     assert result.exit_code == 1 and "not a zoo entry mimzoo builds" in result.output
     result = cli("zoo", "build", ENTRY, "--root", tmp_path / "z", "--data-dir", tmp_path / "nowhere", "--smoke")
     assert result.exit_code == 1 and "--data-dir" in result.output and "Traceback" not in result.output
+    (tmp_path / "notes.txt").write_text("mine\n")
+    line = error_line(cli("zoo", "build", ENTRY, "--root", tmp_path / "notes.txt", "--smoke"))
+    assert "--root" in line and "notes.txt is a file, not a folder" in line
+    assert (tmp_path / "notes.txt").read_text() == "mine\n"
 
 
 def test_seeds_built_apart_merge_by_copying_their_folders(zoo_setup, monkeypatch, tmp_path, cli):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from typer.core import TyperCommand, TyperGroup
+from typer.core import TyperCommand, TyperGroup, TyperOption
 
 from mimzoo.engine.defaults import default_workers
 
@@ -17,9 +17,28 @@ def _without_flag_types(params: list) -> list:
     return params
 
 
+def _refuse_empty(command: TyperCommand, ctx: typer.Context, args: list[str]) -> None:
+    """An empty value (``--out ''``, ``--data=``) is a slip, never a choice: as a path it would mean the current
+    folder, as a spec nothing. Refused before parsing, while the option it was given to is still known."""
+    options = {name: param for param in command.get_params(ctx)
+               if isinstance(param, TyperOption) and not param.is_flag for name in param.opts}
+    for i, arg in enumerate(args):
+        if arg == "--":
+            return
+        name, eq, value = arg.partition("=")
+        if arg == "" or (eq and not value and name in options):
+            given_to = name if eq else args[i - 1] if i else ""
+            raise typer.BadParameter("it is empty; give it a value or leave it out", ctx, options.get(given_to),
+                                     param_hint=None if given_to in options else "an argument")
+
+
 class Command(TyperCommand):
     def get_params(self, ctx: typer.Context) -> list:
         return _without_flag_types(super().get_params(ctx))
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        _refuse_empty(self, ctx, args)
+        return super().parse_args(ctx, args)
 
 
 class Group(TyperGroup):

@@ -18,7 +18,7 @@ from os import PathLike
 from typing import IO, TypeVar
 
 import numpy as np
-from PIL import ExifTags, Image, ImageOps
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from mimzoo.errors import one_line
 
@@ -76,6 +76,8 @@ def _decode(file: File, convert: Callable[[Image.Image], T], upright: bool = Tru
             if upright:
                 ImageOps.exif_transpose(img, in_place=True)
             return convert(img)
+    except UnidentifiedImageError:  # its message quotes the file object ("<_io.BytesIO object at 0x...>")
+        raise UnreadableImage("not in an image format PIL can decode") from None
     except PIL_FAILURES as exc:
         raise UnreadableImage(one_line(exc)) from None
 

@@ -126,12 +126,16 @@ def open_segmentation(spec: str, eval_split: str = "val") -> SegData:
                           "npz pack or a folder with classes.txt and SPLIT/images + SPLIT/masks")
     if path.suffix == ".npz":
         pack = NpzPack(path)
+        splits = sorted(split for split in (k[: -len("_y")] for k in pack.keys if k.endswith("_y"))
+                        if {f"{split}_jpeg", f"{split}_offsets"} <= pack.keys)
+        if not splits:
+            raise MimzooError(f"{path} holds no segmentation split (SPLIT_jpeg and SPLIT_offsets with SPLIT_y label "
+                              "maps); pass a segmentation pack, e.g. a CamVid pack")
         for split in ("train", eval_split):
-            if not {f"{split}_jpeg", f"{split}_offsets", f"{split}_y"} <= pack.keys:
-                splits = sorted(k[: -len("_y")] for k in pack.keys if k.endswith("_y"))
-                raise MimzooError(f"{path} has no {split}_jpeg / {split}_offsets / {split}_y arrays (splits in the "
-                                  f"pack: {', '.join(splits) or 'none'}); choose --eval-split among them, or pass "
-                                  "a segmentation pack")
+            if split not in splits:
+                raise MimzooError(f"{path} has no {split}_jpeg / {split}_offsets / {split}_y arrays; its segmentation "
+                                  f"splits: {', '.join(splits)}" + ("; choose --eval-split among them"
+                                                                    if split == eval_split else ""))
         classes = [str(c) for c in pack["classes"]] if "classes" in pack else []
         kept = _drop_void(classes)
         return SegData(_npz_split(path, pack, "train"), _npz_split(path, pack, eval_split), kept, eval_split,
@@ -174,12 +178,14 @@ def _drop_void(classes: list[str]) -> list[str]:
     return classes[:-1] if classes and classes[-1].lower() in ("unlabelled", "unlabeled", "void") else classes
 
 
-def check_split(split: SegSplit, num_classes: int, ignore_index: int, what: str) -> None:
+def check_split(split: SegSplit, num_classes: int, ignore_index: int, what: str) -> int:
     """Fail on the first mask that does not read as a label map, whose size differs from its image or that holds
-    a label outside [0, num_classes) other than ``ignore_index``. Unreadable images are left to the dataset,
-    which skips and names them."""
+    a label outside [0, num_classes) other than ``ignore_index``; return the largest short side (px). Unreadable
+    images are left to the dataset, which skips and names them."""
+    largest = 0
     for i in range(len(split)):
         mask = split.mask(i)
+        largest = max(largest, min(mask.shape))
         try:
             size = split.image_size(i)
         except UnreadableImage:
@@ -194,6 +200,10 @@ def check_split(split: SegSplit, num_classes: int, ignore_index: int, what: str)
             wrong = "is negative" if label < 0 else f"is not below the {num_classes} classes"
             raise MimzooError(f"{what} {split.names[i]}: label {label} {wrong} and is not --ignore-index "
                               f"{ignore_index}; fix the masks or the class list")
+    return largest
+
+
+TRAIN_SCALE = (0.5, 2.0)  # training's random rescale of each image (mmseg's ratio_range for CamVid-like data)
 
 
 def pad_to_multiple(image: torch.Tensor, mask: torch.Tensor, multiple: int,
@@ -207,13 +217,12 @@ def pad_to_multiple(image: torch.Tensor, mask: torch.Tensor, multiple: int,
 class SegDataset(Dataset):
     """Normalised image (3, H, W) and long mask (H, W) (and the ``bad`` of :func:`load_readable`).
 
-    Training (``crop`` set): random scale in [0.5, 2], pad to the crop with 0 / ignore, random crop, flip.
+    Training (``crop`` set): random scale in ``TRAIN_SCALE``, pad to the crop with 0 / ignore, random crop, flip.
     Evaluation: the full image, padded to a multiple of ``multiple`` (the padding is ignored by the metrics).
     """
 
     def __init__(self, split: SegSplit, mean: tuple[float, ...], std: tuple[float, ...], ignore_index: int,
-                 multiple: int, crop: int | None = None,
-                 scale: tuple[float, float] = (0.5, 2.0)) -> None:
+                 multiple: int, crop: int | None = None, scale: tuple[float, float] = TRAIN_SCALE) -> None:
         self.split, self.ignore_index, self.multiple, self.crop, self.scale = split, ignore_index, multiple, crop, scale
         self.mean = torch.tensor(mean).view(3, 1, 1)
         self.std = torch.tensor(std).view(3, 1, 1)

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from mimzoo.data.images import read_rgb
-from mimzoo.errors import MimzooError, one_line
+from mimzoo.errors import MimzooError, not_a_zip, one_line
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 BUILTIN_SAMPLE = Path(__file__).parent / "sample" / "cifar10_sample.npz"
@@ -69,13 +69,17 @@ class NpzPack:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        with open(path, "rb") as file:
+            if file.read(6) == b"\x93NUMPY":
+                raise MimzooError(f"{path} is a single .npy array, not an npz pack; pass a pack made with numpy.savez")
+        why = not_a_zip(path)
+        if why is not None:
+            raise MimzooError(f"{path} is not an npz pack ({why}); pass a pack made with numpy.savez")
         try:
             self._npz = np.load(path, allow_pickle=False)
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise MimzooError(f"cannot read {path} as an npz pack ({one_line(exc, 160)}); pass a pack made with "
                               "numpy.savez") from None
-        if not isinstance(self._npz, np.lib.npyio.NpzFile):  # np.load reads a .npy file as one array
-            raise MimzooError(f"{path} is a single .npy array, not an npz pack; pass a pack made with numpy.savez")
         self.keys = set(self._npz.files)
 
     def __contains__(self, key: str) -> bool:
@@ -113,14 +117,15 @@ class NpzPack:
 class NpzPackSource:
     """Images stored as concatenated encoded bytes (``SPLIT_jpeg``) with ``SPLIT_offsets`` (N + 1,)."""
 
-    def __init__(self, path: Path, split: str = "train") -> None:
+    def __init__(self, path: Path, split: str = "train", name: str | None = None) -> None:
+        """name: what the user called the pack (``builtin``), for messages; default its path."""
         self.path, self.split = path, split
-        pack = NpzPack(path)
+        pack, name = NpzPack(path), name or str(path)
         if f"{split}_jpeg" not in pack or f"{split}_offsets" not in pack:
             splits = sorted(k[: -len("_jpeg")] for k in pack.keys if k.endswith("_jpeg"))
             raise MimzooError(
-                f"{path} has no split {split!r} (needs keys {split}_jpeg and {split}_offsets); "
-                f"splits in the pack: {', '.join(splits) or 'none'}; use --data {path}:SPLIT"
+                f"{name} has no split {split!r} (needs keys {split}_jpeg and {split}_offsets); "
+                f"splits in the pack: {', '.join(splits) or 'none'}; use --data {name}:SPLIT"
             )
         self.buffer, self.offsets = pack.images(split)
         labels_key = f"{split}_labels"
@@ -152,11 +157,13 @@ class NpzPackSource:
 
 def open_source(spec: str) -> ImageFolderSource | NpzPackSource:
     """Resolve a data spec (see the module docstring) to a source, with one-line errors for bad specs."""
-    if spec == "builtin" or spec.startswith("builtin:"):
-        return NpzPackSource(BUILTIN_SAMPLE, spec.partition(":")[2] or "train")
     path_str, split = spec, "train"
-    if ".npz:" in spec:
+    if spec.startswith("builtin:") or ".npz:" in spec:
         path_str, split = spec.rsplit(":", 1)
+        if not split:
+            raise MimzooError(f"--data {spec} names no split after the ':'; add one ({path_str}:SPLIT) or drop the ':'")
+    if path_str == "builtin":
+        return NpzPackSource(BUILTIN_SAMPLE, split, "builtin")
     path = Path(path_str).expanduser()
     if not path.exists():
         raise MimzooError(f"data path {path} does not exist; pass --data with a folder of images or an .npz pack")

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from mimzoo.engine.atomic import atomic_path
-from mimzoo.errors import MimzooError, one_line
+from mimzoo.errors import MimzooError, not_a_zip, one_line
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -52,13 +52,23 @@ def load_checkpoint(path: Path, device: torch.device, required: tuple[str, ...] 
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # a damaged pickle fails in torch's unpickler with any error type
-        raise MimzooError(f"cannot read {path}: {one_line(exc, 200)}; it is damaged or not a mimzoo checkpoint "
-                          "(restore it from a backup, or start a new run in another --out)") from None
+        raise MimzooError(f"cannot read {path} ({unreadable_because(path, exc)}); it is damaged or not a mimzoo "
+                          "checkpoint (restore it from a backup, or start a new run in another --out)") from None
     missing = [key for key in required if not isinstance(state, dict) or key not in state]
     if missing:
         raise MimzooError(f"{path} is not a mimzoo checkpoint (it has no {', '.join(missing)}); restore it from a "
                           "backup, or start a new run in another --out")
     return state
+
+
+def unreadable_because(path: Path, exc: Exception) -> str:
+    """Why ``torch.load`` refused ``path``, in words: its unpickler's own errors ("KeyError: 101") say nothing."""
+    why = not_a_zip(path)
+    with open(path, "rb") as file:
+        old_format = file.read(1) == b"\x80"  # torch before 1.6 wrote a bare pickle, not a zip
+    if why is None or (why == "not a zip archive" and old_format):
+        return f"{type(exc).__name__}: {one_line(exc, 200)}"
+    return "neither a zip archive, as torch.save writes, nor a pickle" if why == "not a zip archive" else why
 
 
 def resumable(out: Path, resume: bool) -> bool:

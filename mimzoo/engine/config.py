@@ -71,6 +71,8 @@ class PretrainConfig:
 
     def validate(self) -> None:
         check_settings([
+            (self.data != "", "--data is empty; pass an image folder, PACK.npz[:split] or builtin"),
+            (self.init_from != "", "--init-from is empty; name a backbone or leave the option out"),
             in_range("--epochs", self.epochs, 1),
             valid_seed(self.seed),
             in_range_if_set("--limit", self.limit, 1),

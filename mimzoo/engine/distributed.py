@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,15 +30,19 @@ class DistContext:
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """auto, cpu, cuda (this process's GPU under torchrun: its local rank) or cuda:N, checked against the GPUs."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise MimzooError("--device cuda was requested but no CUDA GPU is visible; use --device cpu")
-        return torch.device("cuda", local_rank) if name == "cuda" else torch.device(name)
-    if name != "cpu":
+    if name == "cpu":
+        return torch.device("cpu")
+    if not re.fullmatch(r"cuda(:\d+)?", name):
         raise MimzooError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
-    return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise MimzooError(f"--device {name} was requested but no CUDA GPU is visible; use --device cpu")
+    index, count = local_rank if name == "cuda" else int(name[len("cuda:"):]), torch.cuda.device_count()
+    if index >= count:
+        raise MimzooError(f"--device {name} needs GPU {index}, but {count} are visible (cuda:0 to cuda:{count - 1})")
+    return torch.device("cuda", index)
 
 
 def init_distributed(device_name: str) -> DistContext:

@@ -124,6 +124,15 @@ def _check_fresh_folder(out: Path) -> None:
                           "new --out or move it")
 
 
+def _check_out_beside_data(out: Path, data: str) -> None:
+    """A run folder inside an image folder would join its data: the figures plot and visualize draw into the run
+    are images the next run on that folder would train on."""
+    folder = Path(data).expanduser()
+    if folder.is_dir() and out.resolve().is_relative_to(folder.resolve()):
+        raise MimzooError(f"--out {out} lies inside --data {data}, so the run's figures would become training images; "
+                          "choose an --out outside the data")
+
+
 def _is_run_config(path: Path) -> bool:
     try:
         values = json.loads(path.read_text())
@@ -139,7 +148,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, explicit: set[str] | Non
     cfg = resolve_defaults(resolve_run_config(cfg, resume, explicit or set()))
     cfg.warmup_epochs = resolve_warmup(cfg.warmup_epochs, get_method(cfg.method).warmup_epochs(cfg.epochs), cfg.epochs)
     cfg.validate()
-    writable_folder(Path(cfg.out))
+    _check_out_beside_data(writable_folder(Path(cfg.out)), cfg.data)
     arch = get_arch(cfg.arch)
     ctx = dist_utils.init_distributed(cfg.device)
     reporter = for_rank(reporter, ctx.is_main)
@@ -187,6 +196,7 @@ class _Trainer:
     # ---- checkpoints ----------------------------------------------------------------------------
     def _load(self) -> None:
         state = load_checkpoint(self.run_dir / CHECKPOINT, self.ctx.device, CHECKPOINT_KEYS)
+        self._check_same_batch(state["config"], len(state["rng"]))
         self.method.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         fresh = self.scheduler.state_dict()
@@ -202,6 +212,19 @@ class _Trainer:
         else:  # a different process count: views are still exact, masks continue from a fresh seed
             torch.manual_seed(self.cfg.seed + self.ctx.rank + self.step)
         self.reporter.message(f"resumed {self.run_dir} at step {self.step} of {self.schedule.total_steps}")
+
+    def _check_same_batch(self, saved: dict[str, Any], saved_world: int) -> None:
+        """A step is one effective batch of images: with another effective batch the checkpoint's step would land
+        elsewhere in the epoch (and the schedule's epochs would count other steps), so the resume is refused."""
+        before, now = saved["batch_size"] * saved["accum"] * saved_world, self.schedule.effective_batch
+        if before != now:
+            cfg, world = self.cfg, self.ctx.world_size
+            fits = (f" (e.g. --batch-size {before // (cfg.accum * world)})" if before % (cfg.accum * world) == 0
+                    else "")
+            raise MimzooError(
+                f"{self.run_dir} was trained with effective batch {before} (--batch-size {saved['batch_size']} x "
+                f"--accum {saved['accum']} x {saved_world} processes), not {now}; resume with the same product"
+                f"{fits} or start a new --out")
 
     def _save(self) -> None:
         rng = dist_utils.all_gather_object(self.ctx, rng_state())

@@ -23,7 +23,7 @@ from timm.models.vision_transformer import VisionTransformer
 from timm.optim import param_groups_layer_decay
 from torch import nn
 
-from mimzoo.data.segmentation import SegData, SegDataset, check_split
+from mimzoo.data.segmentation import TRAIN_SCALE, SegData, SegDataset, check_split
 from mimzoo.engine.atomic import atomic_dir
 from mimzoo.engine.defaults import default_workers, resolve_warmup
 from mimzoo.engine.distributed import DistContext
@@ -158,7 +158,12 @@ def segment(backbone: VisionTransformer, data: SegData, cfg: SegmentConfig, ctx:
         raise MimzooError(f"--crop-size {cfg.crop_size} must be a multiple of {multiple} (patch size and DPT's 1/32 "
                           f"level); use --crop-size {fixed}")
     ignore = next(i for i in (cfg.ignore_index, data.void_label, DEFAULT_IGNORE) if i is not None)
-    check_split(data.train, num_classes, ignore, "train")
+    largest = max(multiple, int(check_split(data.train, num_classes, ignore, "train") * TRAIN_SCALE[1]) // multiple
+                  * multiple)
+    if cfg.crop_size > largest:  # every crop would be partly padding, paid for in tokens
+        raise MimzooError(f"--crop-size {cfg.crop_size} is larger than any training image becomes (short side at "
+                          f"most {largest} px at the top random scale {TRAIN_SCALE[1]:g}); use --crop-size {largest} "
+                          "or less")
     check_split(data.val, num_classes, ignore, data.val_name)
     model = build_dpt(backbone, num_classes).to(ctx.device)
     lr = cfg.blr * cfg.batch_size * ctx.world_size / 256

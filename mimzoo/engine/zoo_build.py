@@ -36,7 +36,15 @@ from mimzoo.engine.config import PretrainConfig
 from mimzoo.engine.downstream import DownstreamInput, KnnConfig, run_finetune, run_knn, run_linprobe, run_segment
 from mimzoo.engine.finetune import FinetuneConfig
 from mimzoo.engine.linprobe import LinprobeConfig
-from mimzoo.engine.outputs import RESULTS, SOFTWARE, card_is_ours, marked, replaceable, results_are_ours
+from mimzoo.engine.outputs import (
+    RESULTS,
+    SOFTWARE,
+    card_is_ours,
+    marked,
+    replaceable,
+    results_are_ours,
+    writable_folder,
+)
 from mimzoo.engine.pretrain import pretrain
 from mimzoo.engine.report import Reporter
 from mimzoo.engine.segment import SegmentConfig
@@ -95,6 +103,7 @@ class ZooBuild:
 
     def __init__(self, options: BuildOptions, reporter: Reporter | None = None) -> None:
         self.options, self.reporter = options, reporter or Reporter()
+        writable_folder(options.root, "--root")
         self.state = read_stages(options.root)
         # a smoke stage is done in a few steps: a real build must never count it as done, nor the reverse
         other = next((key for key, stage in self.state.items() if stage["smoke"] != options.smoke), None)

@@ -126,6 +126,9 @@ class LocalDirBackend:
         return str(write_snapshot(self.root, repo_id, revision or "main", folder))
 
     def pull(self, repo_id: str, revision: str | None) -> Path:
+        if not self.root.is_dir():
+            what = "is a file, not a folder" if self.root.exists() else "does not exist"
+            raise MimzooError(f"--backend-dir {self.root} {what}; name the folder backbones were pushed to")
         try:
             source = Path(snapshot_download(repo_id, revision=revision, cache_dir=self.root, local_files_only=True))
         except LocalEntryNotFoundError:

@@ -31,6 +31,7 @@ import torch
 
 import mimzoo
 from mimzoo.archs import arch_for, get_arch
+from mimzoo.engine.checkpoint import unreadable_because
 from mimzoo.engine.init_from import sha256_of
 from mimzoo.engine.report import Reporter
 from mimzoo.errors import MimzooError, one_line
@@ -117,6 +118,9 @@ _OFFICIAL_ARGS = {"model": "model", "input_size": "input_size", "mask_ratio": "m
 
 def _read_official(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], Path]:
     checkpoint = _torch_load(path)
+    if isinstance(checkpoint, dict) and {"config", "step", "rng"} <= checkpoint.keys():  # pretrain's, not MAE's
+        raise MimzooError(f"{path} is a mimzoo run's checkpoint, which needs no import: export its run with "
+                          f"mimzoo export {path.parent}")
     state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise MimzooError(f"{path} is not an MAE checkpoint: expected a state dict, or one under 'model'")
@@ -143,7 +147,7 @@ def _torch_load(path: Path) -> Any:
         raise MimzooError(f"{path} holds more than tensors and plain values, which mimzoo does not unpickle "
                           f"(it never runs code from a checkpoint): {one_line(exc, 160)}") from None
     except Exception as exc:  # a damaged or foreign file fails in torch's unpickler with any error type
-        raise MimzooError(f"cannot read {path} as a PyTorch checkpoint ({type(exc).__name__}: {one_line(exc)}); it "
+        raise MimzooError(f"cannot read {path} as a PyTorch checkpoint ({unreadable_because(path, exc)}); it "
                           "is damaged or not a checkpoint") from None
 
 

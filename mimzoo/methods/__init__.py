@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -188,7 +189,7 @@ def resolve_defaults(cfg: PretrainConfig) -> PretrainConfig:
         spec.resolve(cfg)
     if cfg.mask_ratio is None:
         cfg.mask_ratio = MAE_MASK_RATIO
-    _check_mask_unit(cfg)
+    check_masking(cfg)
     return cfg
 
 
@@ -207,17 +208,22 @@ def _resolve_fusion(cfg: PretrainConfig, spec: MethodSpec) -> None:
     cfg.mff_layers = resolve_layers(cfg.mff_layers, encoder_depth(get_arch(cfg.arch)))
 
 
-def _check_mask_unit(cfg: PretrainConfig) -> None:
-    """A mask unit tiles the patch grid and leaves at least one unit visible (the ratio's range is validate's)."""
+def check_masking(cfg: PretrainConfig) -> None:
+    """A mask unit tiles the patch grid, and the mask ratio leaves at least one unit visible (its range is
+    validate's)."""
     grid, unit = get_arch(cfg.arch).grid_size, cfg.mask_unit
     fits = [k for k in range(1, grid + 1) if grid % k == 0]
     if unit not in fits:
         raise MimzooError(f"--mask-unit {unit} does not tile the {grid}x{grid} patch grid of {cfg.arch}; use one of "
                           f"{', '.join(map(str, fits))}")
     units = (grid // unit) ** 2
-    if unit > 1 and cfg.mask_ratio < 1 and int(units * (1 - cfg.mask_ratio)) == 0:
-        raise MimzooError(f"--mask-unit {unit} leaves {units} mask unit(s) on the {grid}x{grid} patch grid, none "
-                          f"visible at --mask-ratio {cfg.mask_ratio:g}; use a smaller --mask-unit or --mask-ratio")
+    if 0 <= cfg.mask_ratio < 1 and int(units * (1 - cfg.mask_ratio)) == 0:  # outside: validate's message
+        most = 1 - 1 / units
+        if unit > 1:
+            raise MimzooError(f"--mask-unit {unit} leaves {units} mask unit(s) on the {grid}x{grid} patch grid, none "
+                              f"visible at --mask-ratio {cfg.mask_ratio:g}; use a smaller --mask-unit or --mask-ratio")
+        raise MimzooError(f"--mask-ratio {cfg.mask_ratio:g} leaves none of the {units} patches of {cfg.arch} visible; "
+                          f"use at most {math.floor(most * 1000) / 1000:g}")
 
 
 def parts(cfg: PretrainConfig) -> list[str]:

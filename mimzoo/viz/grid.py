@@ -7,6 +7,7 @@ another.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,7 +28,7 @@ from mimzoo.errors import MimzooError, check_settings, valid_seed
 from mimzoo.hub.export import load_pretrainer, load_run
 from mimzoo.hub.layout import PRETRAINER, in_hub_cache, read_record
 from mimzoo.hub.resolve import HF_PREFIX, LOCAL_PREFIX, locate_backbone
-from mimzoo.methods import Pretrainer, Reconstruction, parts, view_size
+from mimzoo.methods import Pretrainer, Reconstruction, check_masking, parts, view_size
 from mimzoo.viz.draw import INK, NOTE_INK, figure_path, font, line_height, save, wrap
 from mimzoo.zoo import ZOO
 
@@ -170,6 +171,8 @@ def visualize(checkpoint: Path, out: Path | None = None, images: Sequence[Path] 
     check_settings([valid_seed(seed)])
     out, _ = figure_path(out if out is not None else default_figure(checkpoint))
     model, cfg = load_method(checkpoint)
+    if mask_ratio is not None:
+        check_masking(dataclasses.replace(cfg, mask_ratio=mask_ratio))
     target = resolve_device(device)
     size = view_size(get_arch(cfg.arch), cfg)  # zoom-in takes a larger view, zoom-out a smaller one
     views = load_views(image_files(images), size, reporter).to(target)
