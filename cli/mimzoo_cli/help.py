@@ -26,10 +26,14 @@ def _refuse_empty(command: TyperCommand, ctx: typer.Context, args: list[str]) ->
         if arg == "--":
             return
         name, eq, value = arg.partition("=")
-        if arg == "" or (eq and not value and name in options):
-            given_to = name if eq else args[i - 1] if i else ""
-            raise typer.BadParameter("it is empty; give it a value or leave it out", ctx, options.get(given_to),
-                                     param_hint=None if given_to in options else "an argument")
+        if arg == "":
+            given_to = args[i - 1] if i else ""
+        elif eq and not value and name in options:
+            given_to = name
+        else:
+            continue
+        raise typer.BadParameter("it is empty; give it a value or leave it out", ctx, options.get(given_to),
+                                 param_hint=None if given_to in options else "an argument")
 
 
 class Command(TyperCommand):

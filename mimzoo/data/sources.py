@@ -69,10 +69,12 @@ class NpzPack:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        with open(path, "rb") as file:
-            if file.read(6) == b"\x93NUMPY":
-                raise MimzooError(f"{path} is a single .npy array, not an npz pack; pass a pack made with numpy.savez")
         why = not_a_zip(path)
+        if why == "not a zip archive":
+            with open(path, "rb") as file:
+                if file.read(6) == b"\x93NUMPY":
+                    raise MimzooError(f"{path} is a single .npy array, not an npz pack; pass a pack made with "
+                                      "numpy.savez")
         if why is not None:
             raise MimzooError(f"{path} is not an npz pack ({why}); pass a pack made with numpy.savez")
         try:

@@ -64,11 +64,13 @@ def load_checkpoint(path: Path, device: torch.device, required: tuple[str, ...] 
 def unreadable_because(path: Path, exc: Exception) -> str:
     """Why ``torch.load`` refused ``path``, in words: its unpickler's own errors ("KeyError: 101") say nothing."""
     why = not_a_zip(path)
-    with open(path, "rb") as file:
-        old_format = file.read(1) == b"\x80"  # torch before 1.6 wrote a bare pickle, not a zip
-    if why is None or (why == "not a zip archive" and old_format):
-        return f"{type(exc).__name__}: {one_line(exc, 200)}"
-    return "neither a zip archive, as torch.save writes, nor a pickle" if why == "not a zip archive" else why
+    if why == "not a zip archive":
+        with open(path, "rb") as file:
+            if file.read(1) != b"\x80":  # torch before 1.6 wrote a bare pickle, not a zip
+                return "neither a zip archive, as torch.save writes, nor a pickle"
+    elif why is not None:
+        return why
+    return f"{type(exc).__name__}: {one_line(exc, 200)}"
 
 
 def resumable(out: Path, resume: bool) -> bool:

@@ -158,8 +158,8 @@ def segment(backbone: VisionTransformer, data: SegData, cfg: SegmentConfig, ctx:
         raise MimzooError(f"--crop-size {cfg.crop_size} must be a multiple of {multiple} (patch size and DPT's 1/32 "
                           f"level); use --crop-size {fixed}")
     ignore = next(i for i in (cfg.ignore_index, data.void_label, DEFAULT_IGNORE) if i is not None)
-    largest = max(multiple, int(check_split(data.train, num_classes, ignore, "train") * TRAIN_SCALE[1]) // multiple
-                  * multiple)
+    short_side = check_split(data.train, num_classes, ignore, "train")
+    largest = max(multiple, int(short_side * TRAIN_SCALE[1]) // multiple * multiple)  # the largest crop that fits
     if cfg.crop_size > largest:  # every crop would be partly padding, paid for in tokens
         raise MimzooError(f"--crop-size {cfg.crop_size} is larger than any training image becomes (short side at "
                           f"most {largest} px at the top random scale {TRAIN_SCALE[1]:g}); use --crop-size {largest} "

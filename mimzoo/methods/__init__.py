@@ -218,12 +218,12 @@ def check_masking(cfg: PretrainConfig) -> None:
                           f"{', '.join(map(str, fits))}")
     units = (grid // unit) ** 2
     if 0 <= cfg.mask_ratio < 1 and int(units * (1 - cfg.mask_ratio)) == 0:  # outside: validate's message
-        most = 1 - 1 / units
         if unit > 1:
             raise MimzooError(f"--mask-unit {unit} leaves {units} mask unit(s) on the {grid}x{grid} patch grid, none "
                               f"visible at --mask-ratio {cfg.mask_ratio:g}; use a smaller --mask-unit or --mask-ratio")
+        most = math.floor((1 - 1 / units) * 1000) / 1000  # keeps one patch, rounded down to 3 decimals
         raise MimzooError(f"--mask-ratio {cfg.mask_ratio:g} leaves none of the {units} patches of {cfg.arch} visible; "
-                          f"use at most {math.floor(most * 1000) / 1000:g}")
+                          f"use at most {most:g}")
 
 
 def parts(cfg: PretrainConfig) -> list[str]:
