@@ -1,10 +1,17 @@
 """What --help and the progress output show: choices, defaults, flags, completion; bars on a terminal, lines off it."""
 
 import io
+import os
+import pty
+import subprocess
+import sys
 
 import pytest
+import typer
 from rich.console import Console
+from rich.text import Text
 
+from conftest import tiny_pretrain_args
 from mimzoo.engine.report import Reported
 from mimzoo_cli import choices
 from mimzoo_cli.progress import RichReporter
@@ -15,6 +22,7 @@ def test_choices_match_the_library():
     from mimzoo.degradations import DEGRADATIONS
     from mimzoo.engine.features import POOLS
     from mimzoo.engine.linprobe import MODES, OPTIMIZERS
+    from mimzoo.hub.importers import FORMATS
     from mimzoo.methods import METHODS
 
     def names(enum):
@@ -25,6 +33,7 @@ def test_choices_match_the_library():
     assert set(names(choices.Target)) == targets and names(choices.Degradation) == list(DEGRADATIONS)
     assert names(choices.Pool) == list(POOLS)
     assert names(choices.ProbeMode) == list(MODES) and names(choices.ProbeOptimizer) == list(OPTIMIZERS)
+    assert names(choices.ImportFormat) == list(FORMATS)
 
 
 @pytest.mark.parametrize("command", ["pretrain", "knn", "linprobe", "finetune", "segment", "visualize", "plot",
@@ -102,3 +111,51 @@ def test_on_a_terminal_each_bar_is_its_own():
         reporter.update(8, {})
         assert [task.description for task in reporter.progress.tasks] == [description]  # earlier bars not redrawn
         reporter.stop()
+
+
+def _with_stderr_on_a_terminal(*args) -> tuple[subprocess.CompletedProcess, str]:
+    """``mimzoo ARGS | tee log`` from a terminal: stdout is a pipe, stderr still the terminal (a pseudo-terminal)."""
+    terminal, user_side = pty.openpty()
+    try:
+        result = subprocess.run([sys.executable, "-m", "mimzoo", *map(str, args)], stdout=subprocess.PIPE,
+                                stderr=user_side, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
+        os.close(user_side)
+        said = b""
+        while chunk := _read_or_none(terminal):
+            said += chunk
+        return result, said.decode()
+    finally:
+        os.close(terminal)
+
+
+def _read_or_none(fd: int) -> bytes | None:
+    try:
+        return os.read(fd, 65536)
+    except OSError:  # Linux reports a pseudo-terminal whose other side closed as EIO
+        return None
+
+
+def test_piped_to_tee_the_log_lines_and_results_reach_the_pipe_and_errors_the_terminal(npz_pack, tmp_path):
+    result, terminal = _with_stderr_on_a_terminal(*tiny_pretrain_args(npz_pack, tmp_path / "r", "--log-every", "2"))
+    assert result.returncode == 0, terminal
+    steps = [line.split(" loss ")[0] for line in result.stdout.splitlines() if line.startswith("pretrain ")]
+    assert steps == ["pretrain 2/5", "pretrain 4/5", "pretrain 5/5"]  # plain lines, in the pipe; no bar on the terminal
+    assert "effective batch" in result.stdout and "export" in result.stdout and terminal.strip() == ""
+    result, terminal = _with_stderr_on_a_terminal(*tiny_pretrain_args(npz_pack, tmp_path / "bad", "--mask-ratio",
+                                                                       "0.999"))
+    assert result.returncode == 1 and result.stdout == "" and terminal.startswith("error: ")
+
+
+def test_help_texts_say_what_they_are_written_with():
+    """Help is rich markup: a bracket that reads as a tag (``[@REV]``) would vanish from --help unless escaped."""
+    from mimzoo_cli.app import app
+
+    def commands(command):
+        yield command
+        for sub in getattr(command, "commands", {}).values():
+            yield from commands(sub)
+
+    for command in commands(typer.main.get_command(app)):
+        for param in command.params:
+            if param.help:
+                assert Text.from_markup(param.help).plain == param.help.replace("\\[", "["), (command.name, param.name)

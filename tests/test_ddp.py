@@ -23,7 +23,9 @@ def test_torchrun_two_process_gloo(image_folder, tmp_path):
     assert result.returncode == 0, output
     assert "effective batch 4 x accum 2 x 2 processes = 16" in output
     assert "weights identical on all 2 processes" in output
-    assert output.count("effective batch") == 1  # rank 0 alone reports
+    assert output.count("effective batch") == 1  # rank 0 alone reports, its log lines too, in stdout
+    assert [line.split(" loss ")[0] for line in result.stdout.splitlines() if line.startswith("pretrain ")] == [
+        f"pretrain {step}/6" for step in range(1, 7)]
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "config.json", "export", "metrics.jsonl"]
     assert json.loads((out / "config.json").read_text())["world_size"] == 2
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]

@@ -124,8 +124,8 @@ def test_knn_names_unreadable_images_and_stops_when_a_split_has_none(cli, export
     args = ["--data", data, "--val-fraction", "0.25", "--workers", "0", "--k", "5"]
     result = cli("knn", export, *args, "--out", tmp_path / "knn")
     assert result.exit_code == 0, result.output
-    assert f"unreadable image(s): {bomb} (Image size (900000000 pixels) exceeds limit" in result.output
-    assert f"unreadable image(s): {broken} (" in result.output
+    assert f"unreadable image: {bomb} (Image size (900000000 pixels) exceeds limit" in result.output
+    assert f"unreadable image: {broken} (" in result.output
     for path in data.rglob("*.*"):
         path.write_bytes(b"")
     assert "images is readable, e.g. " in error_line(cli("knn", export, *args, "--out", tmp_path / "knn2"))

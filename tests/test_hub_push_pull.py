@@ -1,6 +1,7 @@
 """Push and pull without a network: HfApi patched to upload into an offline Hugging Face cache, and the local
 folder backend. What comes back loads in plain timm (a process that never imports mimzoo) and as an SMP DPT encoder."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -14,17 +15,25 @@ from test_pretrain_cli import error_line
 
 from conftest import REPO, run_python
 from mimzoo.hub.backends import write_snapshot
+from mimzoo.viz.grid import DEMO_PHOTOS
 from mimzoo.zoo import ZOO, ZooEntry
 
 TOKEN = "hf_secret_token_for_tests_0123456789"
-PLAIN_TIMM_HUB_LOAD = """
-import sys, timm, torch
-model = timm.create_model("hf-hub:org/tiny", pretrained=True)  # strict: num_classes 0 on both sides
+# appended to the card's own plain-timm snippet, run as it stands in a fresh interpreter
+AFTER_THE_CARDS_SNIPPET = """
+import json, sys
 assert model.pretrained_cfg["tag"].startswith("mimzoo_mae_"), model.pretrained_cfg
+config = timm.data.resolve_model_data_config(model)
+assert features.shape[0] == 1 and "mimzoo" not in sys.modules
 torch.manual_seed(0)
-torch.save(model.eval().forward_features(torch.randn(2, 3, 32, 32)), sys.argv[1])
-assert "mimzoo" not in sys.modules
+torch.save(model.forward_features(torch.randn(2, 3, 32, 32)), sys.argv[1])
+json.dump({k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}, open(sys.argv[2], "w"))
 """
+
+
+def cards_timm_snippet(card: ModelCard) -> str:
+    block = card.text.split("With plain timm (no mimzoo needed):")[1].split("```python\n")[1].split("```")[0]
+    return "import torch\n" + block.replace("image.jpg", str(DEMO_PHOTOS / "coffee.jpg"))
 
 
 @pytest.fixture()
@@ -66,11 +75,14 @@ def same_encoder(model, export) -> bool:
 
 
 def zoo_row(result) -> list[str]:
-    """name, hub repo and cached or not of the test entry in `mimzoo list` (its first line never wraps)."""
+    """name, hub repo and cached or not of the test entry in `mimzoo list`, whose lines fit 80 columns (the
+    runner's width): a two-line header, then four lines and a blank one per entry, none wrapped."""
     assert result.exit_code == 0, result.output
-    line = next(line for line in result.output.splitlines() if line.startswith("lab-tiny"))
-    name, repo, cached = line.split(maxsplit=2)
-    return [name, repo, cached]
+    lines = result.output.splitlines()
+    assert len(lines) == 3 + 5 * len(ZOO) and all(len(line) <= 80 for line in lines), result.output
+    at = lines.index(next(line for line in lines if line.startswith("lab-tiny")))
+    name, cached = lines[at].split(maxsplit=1)
+    return [name, lines[at + 1].strip(), cached]
 
 
 def test_push_to_the_hub_then_pull_and_load_in_timm_and_smp(export, fake_hub, hf_cache, cli, tmp_path):
@@ -89,8 +101,13 @@ def test_push_to_the_hub_then_pull_and_load_in_timm_and_smp(export, fake_hub, hf
     card = ModelCard.load(snapshot / "README.md")  # the pushed card names its repo
     assert 'timm.create_model("hf-hub:org/tiny"' in card.text and card.data.library_name == "timm"
 
-    check = run_python(PLAIN_TIMM_HUB_LOAD, str(tmp_path / "feats.pt"))
+    check = run_python(cards_timm_snippet(card) + AFTER_THE_CARDS_SNIPPET, str(tmp_path / "feats.pt"),
+                       str(tmp_path / "config.json"))
     assert check.returncode == 0, check.stderr
+    expected = json.loads((export / "config.json").read_text())["pretrained_cfg"]  # the export's preprocessing
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert [config[k] for k in ("input_size", "mean", "std", "crop_pct")] == [
+        expected[k] for k in ("input_size", "mean", "std", "crop_pct")]
     from mimzoo.hub import load_backbone
 
     model, _ = load_backbone("hf-hub:org/tiny")

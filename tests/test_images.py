@@ -109,7 +109,7 @@ def test_decompression_bombs_are_skipped_named_and_counted(tmp_path, image_folde
     warnings = []
     skipped = SkippedImages(source, warnings.append)
     assert skipped.count(torch.tensor([bad for _, bad in results])) == 2
-    assert len(warnings) == 1 and warnings[0].startswith("warning: skipped 2 unreadable image(s): ")
+    assert len(warnings) == 1 and warnings[0].startswith("warning: skipped 2 unreadable images: ")
     assert "1a-bomb.png (" in warnings[0] and f"over the limit of {MAX_PIXELS:,}" in warnings[0]
     assert skipped.count(torch.tensor([2, -1])) == 1 and len(warnings) == 1  # each image is named once
     assert Image.MAX_IMAGE_PIXELS is not None  # PIL's own safety stays on
@@ -202,7 +202,7 @@ def test_labeled_splits_report_skipped_images_and_stop_when_none_is_readable(tmp
         assert all(len(batch) == 2 for batch in loader)
     assert len(reporter.messages) == 2  # named once by each loader, not once per epoch
     assert reporter.messages[0] == reporter.messages[1]
-    assert reporter.messages[0].startswith(f"warning: skipped 1 unreadable image(s): {data / 'class0' / '0.png'} (")
+    assert reporter.messages[0].startswith(f"warning: skipped 1 unreadable image: {data / 'class0' / '0.png'} (")
     for path in data.rglob("*.png"):
         path.write_bytes(b"")
     with pytest.raises(MimzooError, match="none of the 8 images is readable"):
@@ -217,7 +217,7 @@ def test_visualize_skips_unreadable_images_and_reads_16_bit(tmp_path):
     reporter = Recorder()
     views = load_views([tmp_path / "grey16.png", tmp_path / "broken.jpg", tmp_path / "grey8.png"], 32, reporter)
     assert views.shape == (2, 3, 32, 32) and torch.equal(views[0], views[1])
-    assert len(reporter.messages) == 1 and "skipped 1 unreadable image(s): " in reporter.messages[0]
+    assert len(reporter.messages) == 1 and "skipped 1 unreadable image: " in reporter.messages[0]
     assert str(tmp_path / "broken.jpg") in reporter.messages[0]
-    with pytest.raises(MimzooError, match="none of the 1 images is readable"):
+    with pytest.raises(MimzooError, match="the image .* is not readable"):
         load_views([tmp_path / "broken.jpg"], 32)

@@ -229,11 +229,12 @@ def test_cli_errors_are_one_line(cli, finished_run, tmp_path):
     assert "no metrics.jsonl" in error_line(cli("plot", tmp_path))
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8 not a JPEG")
-    assert f"none of the 1 images is readable, e.g. {broken} (" in error_line(cli("visualize", run, "--images", broken))
+    said = error_line(cli("visualize", run, "--images", broken))
+    assert f"the image {broken} (not in an image format PIL can decode) is not readable" in said
     result = cli("visualize", run, "--images", broken, "--images", DEMO_PHOTOS / "coffee.jpg", "--out",
                  tmp_path / "one.png")
-    assert result.exit_code == 0 and f"warning: skipped 1 unreadable image(s): {broken} (" in result.output
-    assert "1 images x 4 panels" in result.output
+    assert result.exit_code == 0 and f"warning: skipped 1 unreadable image: {broken} (" in result.output
+    assert "1 image x 4 panels" in result.output
 
 
 def test_a_pretrainer_file_that_does_not_fit_its_config_is_one_line(cli, finished_run, tmp_path):

@@ -1,7 +1,8 @@
 """The CLI's choice options as str enums, so ``--help`` lists the choices and shell completion offers them.
 
-The names mirror the library's registries (METHODS, VIEWS, the targets, DEGRADATIONS, POOLS) without importing them,
-which would load torch on every ``--help`` and completion; tests/test_cli_help.py checks that they agree.
+The names mirror the library's registries (METHODS, VIEWS, the targets, DEGRADATIONS, POOLS, the import FORMATS)
+without importing them, which would load torch on every ``--help`` and completion; tests/test_cli_help.py checks
+that they agree.
 """
 
 from __future__ import annotations
@@ -22,3 +23,4 @@ DataDevice = Choice("DataDevice", {n: n for n in ("cpu", "gpu")})
 Pool = Choice("Pool", {n: n for n in ("token", "avg")})
 ProbeMode = Choice("ProbeMode", {n: n for n in ("auto", "cached", "augmented")})
 ProbeOptimizer = Choice("ProbeOptimizer", {n: n for n in ("lars", "sgd", "adamw")})
+ImportFormat = Choice("ImportFormat", {n: n for n in ("auto", "mae", "transformers")})

@@ -1,4 +1,7 @@
-"""One console for the CLI, and the wrapper that turns user errors into one clean line."""
+"""The CLI's two consoles, and the wrapper that turns user errors into one clean line.
+
+What a command reports (its bars or log lines, its results) goes to stdout, so ``| tee`` and ``> log`` keep it and
+a bar is drawn only when stdout is a terminal; errors, stops and hints beside a printed value go to stderr."""
 
 from __future__ import annotations
 
@@ -11,7 +14,8 @@ from typing import TypeVar
 import typer
 from rich.console import Console
 
-console = Console(stderr=True)
+console = Console()
+err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable)
 
 
@@ -52,4 +56,4 @@ def fail_cleanly(command: F) -> F:
 
 def _say(line: str) -> None:
     if is_main_process():
-        console.print(line, markup=False, highlight=False, soft_wrap=True)
+        err_console.print(line, markup=False, highlight=False, soft_wrap=True)

@@ -14,7 +14,7 @@ from mimzoo_cli.console import console, fail_cleanly, is_main_process
 from mimzoo_cli.help import Workers, workers_or_default
 
 Backbone = Annotated[str, typer.Argument(
-    help="hf-hub:ORG/NAME[@REV], local-dir:PATH, an export folder, a .safetensors file or a zoo name.")]
+    help="hf-hub:ORG/NAME\\[@REV], local-dir:PATH, an export folder, a .safetensors file or a zoo name.")]
 Data = Annotated[str, typer.Option(
     help="Labelled data: builtin, PACK.npz (train_/test_ keys), or a folder with train/ and val/ class folders.")]
 ValFraction = Annotated[float | None, typer.Option(
@@ -128,7 +128,8 @@ def finetune(backbone: Backbone, data: Data = "builtin", epochs: int = 100,
 def segment(backbone: Backbone,
             data: Annotated[str, typer.Option(help="CamVid folder or npz pack, or a folder with classes.txt and "
                                                    "SPLIT/images + SPLIT/masks.")],
-            eval_split: Annotated[str, typer.Option(help="Split to evaluate: val, or test (CamVid).")] = "val",
+            eval_split: Annotated[str, typer.Option(
+                help="Split of --data to evaluate, e.g. val or test (CamVid): the data's split names.")] = "val",
             ignore_index: Annotated[int | None, typer.Option(
                 help="Label excluded from loss and metrics; default: the data's void label (CamVid: 11), else 255.")]
             = None,

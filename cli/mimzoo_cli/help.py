@@ -1,18 +1,23 @@
-"""How ``--help`` renders options (a flag takes no value: no ``<bool>`` type) and the options commands share."""
+"""How ``--help`` renders parameters (a flag takes no value: no ``<bool>`` type; an argument is named in capitals,
+as in ``mimzoo knn BACKBONE``) and the options commands share."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 import typer
-from typer.core import TyperCommand, TyperGroup, TyperOption
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from mimzoo.engine.defaults import default_workers
 
 
-def _without_flag_types(params: list) -> list:
+def _plain_metavars(params: list) -> list:
     for param in params:
-        if getattr(param, "is_flag", False) and param.metavar is None:
+        if param.metavar is not None:
+            continue
+        if isinstance(param, TyperArgument):
+            param.metavar = param.name.upper()  # typer would write {backbone}
+        elif getattr(param, "is_flag", False):
             param.metavar = ""
     return params
 
@@ -38,7 +43,7 @@ def _refuse_empty(command: TyperCommand, ctx: typer.Context, args: list[str]) ->
 
 class Command(TyperCommand):
     def get_params(self, ctx: typer.Context) -> list:
-        return _without_flag_types(super().get_params(ctx))
+        return _plain_metavars(super().get_params(ctx))
 
     def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
         _refuse_empty(self, ctx, args)
@@ -47,7 +52,7 @@ class Command(TyperCommand):
 
 class Group(TyperGroup):
     def get_params(self, ctx: typer.Context) -> list:
-        return _without_flag_types(super().get_params(ctx))
+        return _plain_metavars(super().get_params(ctx))
 
 
 # None: every command's rule, mimzoo.engine.defaults.default_workers (for pretrain: or the resumed run's)

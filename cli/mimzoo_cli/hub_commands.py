@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from mimzoo_cli.console import console, fail_cleanly
+from mimzoo_cli.choices import ImportFormat
+from mimzoo_cli.console import console, err_console, fail_cleanly
 
 BackendDir = Annotated[Path | None, typer.Option(
     envvar="MIMZOO_BACKEND_DIR",
@@ -43,8 +43,8 @@ def import_checkpoint(
         help="An official MAE checkpoint (.pth: models_mae.MaskedAutoencoderViT, e.g. mae_visualize_vit_large.pth) or "
         "a transformers ViTMAEForPreTraining folder (config.json + model.safetensors, e.g. facebook/vit-mae-base).")],
     out: Annotated[Path, typer.Option(help="The export folder to write (new or empty, or an earlier export).")],
-    format: Annotated[str, typer.Option(help="auto (a folder or .safetensors: transformers; else mae), mae or "
-                                             "transformers.")] = "auto",
+    format: Annotated[ImportFormat, typer.Option(help="auto: transformers for a folder or .safetensors, else mae.")]
+    = ImportFormat.auto,
     arch: Annotated[str | None, typer.Option(help="mimzoo arch (default: read from the tensor shapes).")] = None,
     encoder_only: Annotated[bool, typer.Option(
         "--encoder-only", help="Import only the encoder, even where the checkpoint has a decoder.")] = False,
@@ -59,7 +59,7 @@ def import_checkpoint(
     from mimzoo.hub.importers import import_checkpoint as run_import
     from mimzoo_cli.progress import RichReporter
 
-    folder, imported = run_import(source, out, format, arch, encoder_only, norm_pix_loss, dataset, license,
+    folder, imported = run_import(source, out, format.value, arch, encoder_only, norm_pix_loss, dataset, license,
                                   RichReporter())
     console.print(f"imported {source} ({imported.source['format']}, {imported.model.arch.name}) to {folder}: "
                   + ", ".join(sorted(p.name for p in folder.iterdir())), markup=False, highlight=False, soft_wrap=True)
@@ -71,7 +71,7 @@ def import_checkpoint(
 def push(
     folder: Annotated[Path, typer.Argument(help="Export folder (mimzoo export).")],
     repo_id: Annotated[str, typer.Option("--repo-id", help=(
-        "Hub repo, ORG/NAME[@REVISION] as in pull and hf-hub: (the branch is created if missing; default main)."))],
+        "Hub repo, ORG/NAME\\[@REVISION] as in pull and hf-hub: (the branch is created if missing; default main)."))],
     private: Annotated[bool | None, typer.Option("--private/--public", help=(
         "Make the repo private or public, a new or an existing one (default: a new repo gets its owner's default "
         "visibility, e.g. an organisation's private-by-default; an existing one keeps its own)."),
@@ -90,7 +90,7 @@ def push(
 
 @fail_cleanly
 def pull(
-    name: Annotated[str, typer.Argument(help="ORG/NAME[@REVISION] or a zoo name (mimzoo list).")],
+    name: Annotated[str, typer.Argument(help="ORG/NAME\\[@REVISION] or a zoo name (mimzoo list).")],
     token: Token = None,
     backend_dir: BackendDir = None,
 ) -> None:
@@ -99,8 +99,8 @@ def pull(
     from mimzoo.hub.backends import pull as pull_repo
 
     info = pull_repo(name, LocalDirBackend(backend_dir) if backend_dir else HfHubBackend(token))
-    Console(soft_wrap=True).print(str(info.weights.parent), markup=False, highlight=False)
-    console.print(f"cached: use it offline (HF_HUB_OFFLINE=1) as the backbone {info.spec} of any mimzoo command, "
+    console.print(str(info.weights.parent), markup=False, highlight=False, soft_wrap=True)  # for $(mimzoo pull ...)
+    err_console.print(f"cached: use it offline (HF_HUB_OFFLINE=1) as the backbone {info.spec} of any mimzoo command, "
                   f'or in plain timm as timm.create_model("{info.spec}", pretrained=True)',
                   markup=False, highlight=False, soft_wrap=True)
 
@@ -109,24 +109,32 @@ def pull(
 def list_zoo() -> None:
     """The zoo's backbones: what each is, what it measured, and which are in the local Hugging Face cache."""
     from mimzoo.hub.backends import zoo_status
+    from mimzoo.wording import counted
     from mimzoo.zoo import measured
 
-    out = Console(soft_wrap=False, highlight=False)
-    out.print("mimzoo zoo: use a name as the backbone of any command (mimzoo pull NAME downloads it once)\n")
-    for entry, snapshot in zoo_status():  # a block per entry reads at any width; names and repos stay whole
-        out.print(f"[bold]{entry.name}[/bold]  hf-hub:{entry.repo_id}  ({'cached' if snapshot else 'not cached'})")
-        out.print(f"  {entry.description}; {entry.epochs} epochs", markup=False)
-        out.print(f"  {_measured(entry, measured)}\n", markup=False)
+    def say(line: str, markup: bool = False) -> None:
+        console.print(line, markup=markup, highlight=False)
+
+    # a block of short lines per entry: readable at 80 columns, names and repos whole
+    say("mimzoo zoo: a NAME is the backbone of any command;\n`mimzoo pull NAME` downloads it once.\n")
+    for entry, snapshot in zoo_status():
+        say(f"[bold]{entry.name}[/bold]  ({'cached' if snapshot else 'not cached'})", markup=True)
+        say(f"  hf-hub:{entry.repo_id}")
+        say(f"  {entry.description}; {counted(entry.epochs, 'epoch')}")
+        say(f"  {_measured(entry, measured)}\n")
 
 
 def _measured(entry, measured) -> str:
+    from mimzoo.wording import counted
+
     if entry.recipe is None:
         return "the authors' release"
     numbers = measured(entry.name)
     if numbers is None:
         return "not built yet (mimzoo zoo build)"
     shown = ", ".join(f"{task} {numbers[task]:.1f}" for task in entry.evals if task in numbers)
-    return f"{shown} ({len(numbers['seeds'])} seeds, {numbers['minutes']:.0f} min on {', '.join(numbers['device'])})"
+    seeds = counted(len(numbers["seeds"]), "seed")
+    return f"{shown} ({seeds}, {numbers['minutes']:.0f} min on {', '.join(numbers['device'])})"
 
 
 COMMANDS = {"export": export, "import": import_checkpoint, "push": push, "pull": pull, "list": list_zoo}

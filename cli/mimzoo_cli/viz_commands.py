@@ -14,9 +14,10 @@ from mimzoo_cli.console import console, fail_cleanly
 def visualize(
     checkpoint: Annotated[Path, typer.Argument(
         help="Run folder (checkpoint.pt + config.json), export folder with pretrainer.safetensors, or such an "
-        "export as hf-hub:ORG/NAME[@REV] (pulled), local-dir:PATH or a zoo name.")],
+        "export as hf-hub:ORG/NAME\\[@REV] (pulled), local-dir:PATH or a zoo name.")],
     images: Annotated[list[Path] | None, typer.Option(
-        help="An image file or folder; repeat for more (default: the demo photos shipped with mimzoo).")] = None,
+        metavar="PATH", help="An image file or folder; repeat for more (default: the demo photos shipped with "
+        "mimzoo).")] = None,
     out: Annotated[Path | None, typer.Option(
         help="The .png or .jpg to write, new or one mimzoo wrote (default: RUN/reconstructions.png; for an export "
         "folder, EXPORT-reconstructions.png beside it; for a Hub spec or cache snapshot, in the current folder)."
@@ -32,11 +33,13 @@ def visualize(
     """
     from mimzoo.viz import grid_columns
     from mimzoo.viz import visualize as draw_reconstructions
+    from mimzoo.wording import counted
     from mimzoo_cli.progress import RichReporter
 
     shown, out = draw_reconstructions(checkpoint, out, images, mask_ratio, seed, RichReporter(), device)
     columns = grid_columns(shown)
-    console.print(f"wrote {out}: {shown.original.shape[0]} images x {len(columns)} panels ({', '.join(columns)})",
+    grid = f"{counted(shown.original.shape[0], 'image')} x {counted(len(columns), 'panel')}"
+    console.print(f"wrote {out}: {grid} ({', '.join(columns)})",
                   markup=False, highlight=False, soft_wrap=True)
     for note in shown.notes:
         console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)

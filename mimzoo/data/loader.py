@@ -16,6 +16,7 @@ from mimzoo.data.images import UnreadableImage
 from mimzoo.data.sources import ImageFolderSource, NpzPackSource
 from mimzoo.device_constants import device_constant
 from mimzoo.errors import MimzooError
+from mimzoo.wording import counted, none_readable
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -74,8 +75,8 @@ def load_readable(source: ImageSource, indices: Sequence[int], position: int) ->
             pass
     if not len(indices):
         raise MimzooError("a split of the data holds no images; check --data (and --val-fraction)")
-    raise MimzooError(f"none of the {len(indices)} images is readable, e.g. "
-                      f"{unreadable_name(source, indices[position])}; point --data at image files PIL can open")
+    example = unreadable_name(source, indices[position])
+    raise MimzooError(f"{none_readable(len(indices), example)}; point --data at image files PIL can open")
 
 
 def unreadable_name(source: ImageSource, index: int) -> str:
@@ -89,7 +90,7 @@ def unreadable_name(source: ImageSource, index: int) -> str:
 
 class SkippedImages:
     """Counts the unreadable images that batches report (the ``bad`` of :func:`load_readable`) and warns once per
-    image: ``warning: skipped N unreadable image(s): NAME (why), ...``."""
+    image: ``warning: skipped N unreadable images: NAME (why), ...``."""
 
     def __init__(self, source: ImageSource, warn: Callable[[str], None], shown: int = 3) -> None:
         self.source, self.warn, self.shown, self.seen = source, warn, shown, set()
@@ -102,7 +103,7 @@ class SkippedImages:
             self.seen.update(new)
             names = ", ".join(unreadable_name(self.source, i) for i in new[: self.shown])
             more = f" and {len(new) - self.shown} more" if len(new) > self.shown else ""
-            self.warn(f"warning: skipped {len(new)} unreadable image(s): {names}{more}")
+            self.warn(f"warning: skipped {counted(len(new), 'unreadable image')}: {names}{more}")
         return len(bad)
 
 

@@ -47,6 +47,7 @@ from mimzoo.errors import Interrupted, MimzooError
 from mimzoo.hub.export import export_run
 from mimzoo.hub.layout import previous_export
 from mimzoo.methods import Pretrainer, get_method, resolve_defaults, view_size
+from mimzoo.wording import counted
 
 # the list every method used before config.json recorded one; a resumed older run keeps it (its optimizer state
 # was saved in these groups)
@@ -250,11 +251,11 @@ class _Trainer:
                 tmp.write_text(json.dumps({**cfg.to_dict(), "world_size": self.ctx.world_size}, indent=2))
             truncate_metrics(self.run_dir, self.step)  # steps after the checkpoint (all, for a new run) run again
         self.reporter.message(
-            f"{cfg.method} {cfg.arch} on {cfg.data} ({len(self.dataset)} images): effective batch "
+            f"{cfg.method} {cfg.arch} on {cfg.data} ({counted(len(self.dataset), 'image')}): effective batch "
             f"{cfg.batch_size} x accum {cfg.accum} x {self.ctx.world_size} processes = {sched.effective_batch}, "
             f"lr = blr {cfg.blr:g} x {sched.effective_batch}/256 = {sched.lr:.3g} (cosine to {cfg.min_lr:g}), "
             f"{sched.steps_per_epoch} steps/epoch, "
-            f"{cfg.epochs} epoch{'s' * (cfg.epochs != 1)} ({cfg.warmup_epochs:g} warm-up), device {self.ctx.device}"
+            f"{counted(cfg.epochs, 'epoch')} ({cfg.warmup_epochs:g} warm-up), device {self.ctx.device}"
         )
         self.scheduler.step_update(self.step)
         self.reporter.start(sched.total_steps, self.step, "pretrain")

@@ -30,6 +30,7 @@ from mimzoo.hub.layout import PRETRAINER, in_hub_cache, read_record
 from mimzoo.hub.resolve import HF_PREFIX, LOCAL_PREFIX, locate_backbone
 from mimzoo.methods import Pretrainer, Reconstruction, check_masking, parts, view_size
 from mimzoo.viz.draw import INK, NOTE_INK, figure_path, font, line_height, save, wrap
+from mimzoo.wording import counted, none_readable
 from mimzoo.zoo import ZOO
 
 DEMO_PHOTOS = Path(__file__).resolve().parents[1] / "data" / "demo_photos"
@@ -85,10 +86,10 @@ def load_views(files: Sequence[Path], size: int, reporter: Reporter | None = Non
         except UnreadableImage as exc:
             skipped.append(f"{file} ({exc})")
     if not views:
-        raise MimzooError(f"none of the {len(files)} images is readable, e.g. {skipped[0]}; pass image files PIL "
-                          "can open with --images")
+        raise MimzooError(f"{none_readable(len(files), skipped[0])}; pass image files PIL can open with --images")
     if skipped:
-        (reporter or Reporter()).message(f"warning: skipped {len(skipped)} unreadable image(s): {', '.join(skipped)}")
+        (reporter or Reporter()).message(
+            f"warning: skipped {counted(len(skipped), 'unreadable image')}: {', '.join(skipped)}")
     return normalize(torch.stack(views), torch.device("cpu"))
 
 
