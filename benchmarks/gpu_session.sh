@@ -5,6 +5,10 @@
 #
 #   OUT=/some/dir bash benchmarks/gpu_session.sh
 #   SMOKE=1 OUT=/tmp/smoke bash benchmarks/gpu_session.sh      # tiny sizes, runs on a CPU in a few minutes
+#
+# What travels to the machine is at most 64 MiB, so the JPEG folder can be made here and carried
+# (python benchmarks/make_jpegs.py --limit 300: 16 MB) with REPEAT=16 copying it there, so that an epoch holds enough
+# batches for 16 workers, and CIFAR=PACK.npz can name a carried subset of the CIFAR-10 pack (throughput only).
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/results/$(date -u +%Y%m%d-%H%M)}
@@ -15,9 +19,10 @@ mkdir -p "$OUT"
 export PYTHONPATH="$PWD:$PWD/cli${PYTHONPATH:+:$PYTHONPATH}"
 start=$(date +%s)
 
-step() {  # step NAME CMD...: run with the time that is left, log to $OUT/NAME.log
+step() {  # step NAME CMD...: run with the time that is left (at most $CAP s when set), log to $OUT/NAME.log
   local name=$1; shift
   local left=$((BUDGET - ($(date +%s) - start)))
+  if [[ -n ${CAP:-} ]] && ((CAP < left)); then left=$CAP; fi
   if ((left < 15)); then echo "skipped $name: out of time" | tee -a "$OUT/skipped.txt"; return; fi
   echo "== $name ($left s left): $*" | tee -a "$OUT/commands.txt"
   timeout --signal=INT --kill-after=10 "$left" "$@" >"$OUT/$name.log" 2>&1
@@ -30,12 +35,14 @@ if [[ -n "${SMOKE:-}" ]]; then
   T=(--arch vit_tiny_patch4_32 --batch 8 --steps 1 --warmup 0)
   JPEGS=(--limit 16); DATA=(--batches 2 --workers 0); E2E_B=(--batch 4); E2E_T=(--batch 16)
   CIFAR=mimzoo/data/sample/cifar10_sample.npz
+  PRETRAIN=(--epochs 1 --warmup-epochs 0 --batch-size 16 --limit 64 --workers 0)
 else
   ARCH_B=vit_base_patch16_224
   B=(--arch $ARCH_B --batch 256)
   T=(--arch vit_tiny_patch4_32 --batch 1024)
   JPEGS=(); DATA=(--batches 20 --workers 16); E2E_B=(--batch 256); E2E_T=(--batch 1024)
-  CIFAR=$SHARED/cifar10_jpeg_q75.npz
+  CIFAR=${CIFAR:-$SHARED/cifar10_jpeg_q75.npz}
+  PRETRAIN=(--epochs 100 --warmup-epochs 10 --batch-size 512 --workers 16)  # the official CIFAR recipe's
 fi
 
 $PY - >"$OUT/env.json" <<'EOF'
@@ -50,8 +57,15 @@ except ImportError:
 print(json.dumps(info))
 EOF
 cat "$OUT/env.json"
-step make_jpegs $PY benchmarks/make_jpegs.py --pack "$SHARED/camvid_360x480_jpeg95.npz" --photos "$SHARED/demo_photos" \
-  "${JPEGS[@]}"
+if ! compgen -G "benchmarks/jpegs/*.jpg" >/dev/null; then
+  step make_jpegs $PY benchmarks/make_jpegs.py --pack "$SHARED/camvid_360x480_jpeg95.npz" \
+    --photos "$SHARED/demo_photos" "${JPEGS[@]}"
+fi
+originals=(benchmarks/jpegs/*.jpg)
+for ((copy = 1; copy < ${REPEAT:-1}; copy++)); do
+  for file in "${originals[@]}"; do cp "$file" "${file%.jpg}_copy$copy.jpg"; done
+done
+echo "$(find benchmarks/jpegs -name '*.jpg' | wc -l) JPEG files in benchmarks/jpegs" | tee -a "$OUT/commands.txt"
 step data_jpeg $PY benchmarks/data_throughput.py --data benchmarks/jpegs --peer "${DATA[@]}" "${E2E_B[@]}" \
   --out "$OUT/data.jsonl"
 step model_b_eager $PY benchmarks/pretrain_throughput.py "${B[@]}" --methods all --out "$OUT/model.jsonl"
@@ -65,5 +79,8 @@ step model_b_fused $PY benchmarks/pretrain_throughput.py "${B[@]}" --methods mae
 step model_t_compiled $PY benchmarks/pretrain_throughput.py "${T[@]}" --methods all --compile --out "$OUT/model.jsonl"
 step e2e_cifar_t_compiled $PY benchmarks/data_throughput.py --data "$CIFAR" --method mae --arch vit_tiny_patch4_32 \
   --compile "${DATA[@]}" "${E2E_T[@]}" --out "$OUT/e2e.jsonl"
+# the real command end to end: CIFAR-10 MAE as the zoo trains it, its per-step lines give the rate
+CAP=150 step pretrain_cifar_t $PY -m mimzoo pretrain --data "$CIFAR" --arch vit_tiny_patch4_32 "${PRETRAIN[@]}" \
+  --blr 1.5e-4 --data-device gpu --compile --log-every 20 --ckpt-every 100000 --out "$OUT/pretrain_cifar_t"
 step model_b_compiled $PY benchmarks/pretrain_throughput.py "${B[@]}" --methods all --compile --out "$OUT/model.jsonl"
 echo "done after $(($(date +%s) - start)) s; results in $OUT"
