@@ -130,3 +130,24 @@ def test_unknown_data_device_is_a_usage_error(cli, npz_pack, tmp_path):
     result = cli(*tiny_pretrain_args(npz_pack, tmp_path / "r", "--data-device", "tpu"))
     text = " ".join(result.output.replace("│", " ").split())  # rich wraps the message in a box
     assert result.exit_code == 2 and "'tpu' is not one of 'cpu', 'gpu'" in text  # a choice, listed in --help
+
+
+def test_the_cuda_decoder_starts_only_after_the_queued_work(odd_folder, monkeypatch):
+    """torchvision's CUDA decoder does not wait for the current stream (pytorch/vision#9606), so decode_payloads
+    drains it first; on this CPU machine the stream and the decoder are stand-ins that record the order."""
+    events, cpu_decoder = [], dv.decode_jpeg
+
+    class Stream:
+        def synchronize(self):
+            events.append("synchronize")
+
+    def decode(data, mode, device):
+        events.append("decode")
+        return [cpu_decoder(d, mode=mode) for d in data]
+
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: Stream())
+    monkeypatch.setattr(dv, "decode_jpeg", decode)
+    payloads = [dv.encode((odd_folder / "plain.jpg").read_bytes()).payload] * 2
+    images = dv.decode_payloads(payloads, torch.device("cuda"))
+    assert events == ["synchronize", "decode"]
+    assert [tuple(image.shape) for image in images] == [(3, 40, 48)] * 2

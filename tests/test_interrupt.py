@@ -12,11 +12,12 @@ import time
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from test_classify import CPU, tiny_backbone
 from test_pretrain_cli import error_line
 from timm.utils import random_seed
 
-from conftest import TINY_ARCH
+from conftest import TINY_ARCH, tiny_pretrain_args
 from mimzoo.data.labeled import open_labeled
 from mimzoo.engine.finetune import FinetuneConfig, finetune
 from mimzoo.engine.report import SilentReporter
@@ -48,10 +49,56 @@ def test_a_stop_mid_pretraining_exits_128_plus_the_signal_and_keeps_the_checkpoi
     assert proc.returncode == 128 + stop, stderr  # as the shell reports a process the signal stopped
     assert "Traceback" not in stderr and "error:" not in stderr
     line = next(line for line in stderr.splitlines() if line.startswith("interrupted at step"))
-    assert " of 500; continue with --resume (from the checkpoint of step " in line
+    step = int(line.split()[3])
+    # the stop saved every finished step
+    assert line == f"interrupted at step {step} of 500; continue with --resume (from the checkpoint of step {step})"
     assert "500/500" not in stdout  # the log stays where the run got to
     state = torch.load(out / "checkpoint.pt", weights_only=True)
-    assert state["step"] >= 2 and not (out / "export").exists()
+    assert state["step"] == step >= 2 and not (out / "export").exists()
+
+
+def test_a_stop_keeps_every_finished_step_and_the_resume_is_exact(cli, npz_pack, tmp_path, monkeypatch):
+    """A stop in a step's forward undoes that step (its masks' random draws too); one during the update waits for
+    it; either way the checkpoint holds every finished step, and the resumed run ends as an uninterrupted one."""
+    from timm.scheduler import CosineLRScheduler
+
+    from mimzoo.methods.mae import MAE
+
+    args = ("--epochs", "2", "--seed", "5")  # 10 steps, no checkpoint before the end but a stop's
+    reference, stopped = tmp_path / "reference", tmp_path / "stopped"
+    assert cli(*tiny_pretrain_args(npz_pack, reference, *args)).exit_code == 0
+
+    forward, forwards = MAE.forward, []
+
+    def stop_in_the_third_forward(self, images):
+        out = forward(self, images)  # the step's masks are drawn
+        forwards.append(out)
+        if len(forwards) == 3:
+            raise KeyboardInterrupt
+        return out
+
+    monkeypatch.setattr(MAE, "forward", stop_in_the_third_forward)
+    result = cli(*tiny_pretrain_args(npz_pack, stopped, *args))
+    assert result.exit_code == 130, result.output
+    assert "interrupted at step 2 of 10; continue with --resume (from the checkpoint of step 2)" in result.output
+    monkeypatch.undo()
+
+    step_update = CosineLRScheduler.step_update
+
+    def ctrl_c_in_update_6(self, num_updates, *rest):
+        if num_updates == 6:  # after step 6's optimizer.step(), inside the update
+            signal.raise_signal(signal.SIGINT)
+        return step_update(self, num_updates, *rest)
+
+    monkeypatch.setattr(CosineLRScheduler, "step_update", ctrl_c_in_update_6)
+    result = cli(*tiny_pretrain_args(npz_pack, stopped, *args), "--resume")
+    assert result.exit_code == 130, result.output
+    assert "interrupted at step 6 of 10; continue with --resume (from the checkpoint of step 6)" in result.output
+    monkeypatch.undo()
+
+    assert cli(*tiny_pretrain_args(npz_pack, stopped, *args), "--resume").exit_code == 0
+    a, b = load_file(stopped / "export" / "model.safetensors"), load_file(reference / "export" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in b)
 
 
 class StopAtStep(SilentReporter):

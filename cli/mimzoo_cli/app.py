@@ -130,7 +130,9 @@ def pretrain(
     = RECIPE_DATA_DEVICE,
     log_every: Annotated[int, typer.Option(
         help="Optimizer steps between metrics lines (and, off a terminal, printed lines).")] = RECIPE["log_every"],
-    ckpt_every: Annotated[int, typer.Option(help="Optimizer steps between checkpoints.")] = RECIPE["ckpt_every"],
+    ckpt_every: Annotated[int, typer.Option(
+        help="Optimizer steps between checkpoints; one is also written at the end and when Ctrl-C or SIGTERM "
+             "stops the run.")] = RECIPE["ckpt_every"],
 ) -> None:
     """Pretrain a ViT with a MIM method on --data; [bold]mimzoo pretrain --demo[/bold] is MAE on the built-in CIFAR-10
     sample with a tiny ViT (a few CPU minutes).

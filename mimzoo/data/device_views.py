@@ -285,6 +285,11 @@ def decode_payloads(payloads: list[Payload], device: torch.device) -> list[torch
     images: list[torch.Tensor | None] = [None] * len(payloads)
     jpegs = [i for i, p in enumerate(payloads) if p.kind == JPEG]
     if jpegs:
+        if device.type == "cuda":
+            # torchvision's CUDA decoder writes from a stream of its own into memory it takes on the current one
+            # without waiting for it (pytorch/vision#9606): memory that queued kernels (the previous training
+            # step) still read would be overwritten, seen on an H200 as a device-side assert in MAE's gather
+            torch.cuda.current_stream(device).synchronize()
         try:
             decoded = decode_jpeg([payloads[i].data for i in jpegs], mode=ImageReadMode.RGB, device=device)
         except RuntimeError:  # one bad file fails the whole list: decode one by one

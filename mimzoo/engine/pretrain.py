@@ -43,6 +43,7 @@ from mimzoo.engine.metrics_log import METRICS, append_metrics, truncate_metrics
 from mimzoo.engine.outputs import writable_folder
 from mimzoo.engine.report import Reporter, for_rank
 from mimzoo.engine.schedule import warmup_cosine
+from mimzoo.engine.stops import HeldStops
 from mimzoo.errors import Interrupted, MimzooError
 from mimzoo.hub.export import export_run
 from mimzoo.hub.layout import previous_export
@@ -53,6 +54,7 @@ from mimzoo.wording import counted
 # was saved in these groups)
 LEGACY_NO_WEIGHT_DECAY = ["*pos_embed", "*cls_token", "*reg_token", "*mask_token"]
 RUN_CONFIG, EXPORT = "config.json", "export"  # in a run folder, beside checkpoint.pt and metrics.jsonl
+BETWEEN, FORWARD, APPLYING = range(3)
 CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "step", "skipped", "rng", "config")
 
 
@@ -183,6 +185,10 @@ class _Trainer:
                                        self.schedule.steps_per_epoch, cfg.min_lr)
         self.step, self.skipped, self.saved_step = 0, 0, 0
         self.pending: list[torch.Tensor] = []  # (loss, grad norm) of the steps since the last _check_finite
+        # where a stop finds the state (see _stop): BETWEEN steps, in a step's FORWARD and backward (the
+        # snapshot of its start restores the step's draws), or APPLYING its update (held back from the main
+        # thread's signals; a stop raised there otherwise saves nothing)
+        self.phase, self.snapshot = BETWEEN, (0, 0, rng_state())
         self.last_stats = (math.nan, math.nan)
         self.model: torch.nn.Module = self.method
         if ctx.enabled:
@@ -260,9 +266,11 @@ class _Trainer:
         self.scheduler.step_update(self.step)
         self.reporter.start(sched.total_steps, self.step, "pretrain")
         try:
-            while self.step < sched.total_steps:
-                self._run_epoch(self.step // sched.steps_per_epoch)
+            with HeldStops() as self.stops:
+                while self.step < sched.total_steps:
+                    self._run_epoch(self.step // sched.steps_per_epoch)
         except KeyboardInterrupt:
+            self._stop()
             saved = f"step {self.saved_step}" if (self.run_dir / CHECKPOINT).exists() else None
             raise Interrupted(self.step, sched.total_steps, saved) from None
         finally:
@@ -284,9 +292,15 @@ class _Trainer:
         window_start, window_images = time.perf_counter(), 0
         for _ in range(done_in_epoch, sched.steps_per_epoch):
             lr = self.optimizer.param_groups[0]["lr"]
-            logs = self._optimizer_step(batches)
-            self.step += 1
-            self.scheduler.step_update(self.step)
+            self.snapshot, self.phase = (self.skipped, len(self.pending), rng_state()), FORWARD
+            logs = self._gradients(batches)
+            with self.stops.hold():  # a stop waits for the update, so it finds step self.step complete
+                self.phase = APPLYING
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.step += 1
+                self.scheduler.step_update(self.step)
+                self.phase = BETWEEN
             window_images += sched.effective_batch
             end_of_epoch = self.step % sched.steps_per_epoch == 0
             if self.step % cfg.log_every == 0 or end_of_epoch:
@@ -296,11 +310,12 @@ class _Trainer:
                            "lr": lr, "grad_norm": grad_norm, "img_per_s": round(window_images / elapsed, 1),
                            "skipped_images": self.skipped, **_loggable(logs)})
                 window_start, window_images = time.perf_counter(), 0
-            if self.step % cfg.ckpt_every == 0 or end_of_epoch:
+            if self.step % cfg.ckpt_every == 0 or self.step == sched.total_steps:
                 self._check_finite()
                 self._save()
 
-    def _optimizer_step(self, batches) -> dict[str, torch.Tensor]:
+    def _gradients(self, batches) -> dict[str, torch.Tensor]:
+        """One effective batch's forward and backward passes and clipped gradients; the method's logs."""
         cfg, device = self.cfg, self.ctx.device
         loss_sum = torch.zeros((), device=device)
         for micro in range(cfg.accum):
@@ -318,9 +333,21 @@ class _Trainer:
         # grad norms agree across ranks; the mean stays on the device until _check_finite reads it
         self.pending.append(dist_utils.mean_across_ranks(self.ctx, torch.stack([loss_sum / cfg.accum,
                                                                                 grad_norm.float()])))
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
         return out.logs
+
+    def _stop(self) -> None:
+        """Ctrl-C or SIGTERM: keep the steps done since the last checkpoint. Outside an update the state is that of
+        step ``self.step`` (a step stopped in its forward or backward is undone: its images skipped, its random
+        draws and its gradients); one process only, as the ranks of a DDP run stop at different points."""
+        if self.ctx.enabled or self.phase == APPLYING or self.saved_step == self.step:
+            return
+        if self.phase == FORWARD:
+            self.skipped, pending, rng = self.snapshot
+            del self.pending[pending:]
+            set_rng_state(rng)
+            self.optimizer.zero_grad(set_to_none=True)
+        self._check_finite()
+        self._save()
 
     def _check_finite(self) -> tuple[float, float]:
         """The non-finite guard, read at log and checkpoint steps only: one host sync for all the steps since the
