@@ -102,21 +102,35 @@ class Trainer:
         return batch * steps / (time.perf_counter() - start)
 
 
-def measure(pipeline, device: torch.device, count: int, trainer: Trainer | None) -> float:
-    """img/s over ``count`` batches after two untimed ones (workers started, compiled, warm)."""
-    warm = batches(pipeline, 2)
-    for images, _ in warm:
-        if trainer:
-            trainer.step(normalize(images, device))
+def timed(stream, warmup: int, count: int, take, device: torch.device) -> float:
+    """img/s over ``count`` batches of ``stream`` (``take`` each: it returns its image count) after ``warmup``
+    untimed ones of the same iterator: ``warmup`` >= the number of workers, so the timing starts once the batches
+    they prefetched while starting are used up, in their steady state."""
+    stream = iter(stream)
+    for _ in range(warmup):
+        take(next(stream))
     synchronize(device)
     start, seen = time.perf_counter(), 0
-    for images, _ in batches(pipeline, count):
-        images = normalize(images, device)  # the copy and the normalisation belong to the pipeline
-        if trainer:
-            trainer.step(images)
-        seen += images.shape[0]
+    for _ in range(count):
+        seen += take(next(stream))
     synchronize(device)
     return seen / (time.perf_counter() - start)
+
+
+def measure(pipeline, device: torch.device, warmup: int, count: int, trainer: Trainer | None) -> float:
+    """mimzoo's pipeline, data only or with a training step on every batch (compiled and warm after warm-up)."""
+    def take(batch) -> int:
+        images = normalize(batch[0], device)  # the copy and the normalisation belong to the pipeline
+        if trainer:
+            trainer.step(images)
+        return images.shape[0]
+
+    return timed(batches(pipeline, warmup + count), warmup, count, take, device)
+
+
+def endless(loader):
+    while True:
+        yield from loader
 
 
 def difference_from_pil(pipeline, source, view, device: torch.device) -> float:
@@ -140,7 +154,7 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="end to end: torch.compile the model")
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--workers", type=int, default=16)
-    parser.add_argument("--batches", type=int, default=20, help="timed batches")
+    parser.add_argument("--batches", type=int, default=64, help="timed batches, after max(2, --workers) untimed")
     parser.add_argument("--peer", action="store_true", help="also time torchvision's MAE pipeline (data only)")
     parser.add_argument("--out", type=Path, help="also append the JSON lines to this file")
     args = parser.parse_args()
@@ -156,10 +170,11 @@ def main() -> None:
         common.update(method=args.method, arch=args.arch, compile=args.compile)
         model_only = trainer.model_only(args.batch, args.batches)
         emit({**common, "impl": "model-only", "img_per_s": round(model_only, 1)}, args.out)
+    warmup = max(2, args.workers)
     for data_device in args.data_device.split(","):
         pipeline = view_pipeline(source, view, 0, data_device, device, args.batch, args.workers)
         record = {**common, "impl": f"mimzoo --data-device {data_device}",
-                  "img_per_s": round(measure(pipeline, device, args.batches, trainer), 1)}
+                  "img_per_s": round(measure(pipeline, device, warmup, args.batches, trainer), 1)}
         if data_device == "gpu":
             record["resident"] = pipeline.loader.views.resident is not None
             record["mean_abs_diff_vs_pil"] = difference_from_pil(pipeline, source, view, device)
@@ -170,17 +185,9 @@ def main() -> None:
     if args.peer:
         loader = DataLoader(TorchvisionViews(source, size), args.batch, shuffle=True, num_workers=args.workers,
                             drop_last=True, persistent_workers=args.workers > 0, pin_memory=device.type == "cuda")
-        start, seen = time.perf_counter(), 0
-        for i, images in enumerate(loader):
-            if i == 0:  # workers started
-                start = time.perf_counter()
-                continue
-            seen += images.to(device, non_blocking=True).shape[0]
-            if i == args.batches:
-                break
-        synchronize(device)
-        emit({**common, "impl": "torchvision-mae (data only)",
-              "img_per_s": round(seen / (time.perf_counter() - start), 1)}, args.out)
+        rate = timed(endless(loader), warmup, args.batches,
+                     lambda images: images.to(device, non_blocking=True).shape[0], device)
+        emit({**common, "impl": "torchvision-mae (data only)", "img_per_s": round(rate, 1)}, args.out)
 
 
 if __name__ == "__main__":

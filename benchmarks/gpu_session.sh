@@ -7,8 +7,12 @@
 #   SMOKE=1 OUT=/tmp/smoke bash benchmarks/gpu_session.sh      # tiny sizes, runs on a CPU in a few minutes
 #
 # What travels to the machine is at most 64 MiB, so the JPEG folder can be made here and carried
-# (python benchmarks/make_jpegs.py --limit 300: 16 MB) with REPEAT=16 copying it there, so that an epoch holds enough
-# batches for 16 workers, and CIFAR=PACK.npz can name a carried subset of the CIFAR-10 pack (throughput only).
+# (python benchmarks/make_jpegs.py --limit 300: 16 MB) with REPEAT=64 copying it there, so that an epoch holds more
+# batches than are timed, and CIFAR=PACK.npz can name a carried subset of the CIFAR-10 pack (throughput only).
+# What comes back from the device tool is a few files: PACK=FILE.tar.gz packs $OUT into one after every step.
+#
+#   PACK=$OUT/session.tar.gz OUT=/tmp/session REPEAT=64 CIFAR=.data/PACK.npz bash benchmarks/gpu_session.sh
+#   (PACK first: it names the device tool's $OUT, before OUT is set to the work folder)
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/results/$(date -u +%Y%m%d-%H%M)}
@@ -27,6 +31,14 @@ step() {  # step NAME CMD...: run with the time that is left (at most $CAP s whe
   echo "== $name ($left s left): $*" | tee -a "$OUT/commands.txt"
   timeout --signal=INT --kill-after=10 "$left" "$@" >"$OUT/$name.log" 2>&1
   echo "   exit $? after $(($(date +%s) - start)) s" | tee -a "$OUT/commands.txt"
+  pack
+}
+
+pack() {  # whatever stops the call later, what is measured so far is in $PACK
+  if [[ -n ${PACK:-} ]]; then
+    tar czf "$PACK.tmp" --exclude='*.pt' --exclude='*.safetensors' --exclude="$(basename "$PACK")*" -C "$OUT" . &&
+      mv "$PACK.tmp" "$PACK"
+  fi
 }
 
 if [[ -n "${SMOKE:-}" ]]; then
@@ -40,7 +52,7 @@ else
   ARCH_B=vit_base_patch16_224
   B=(--arch $ARCH_B --batch 256)
   T=(--arch vit_tiny_patch4_32 --batch 1024)
-  JPEGS=(); DATA=(--batches 20 --workers 16); E2E_B=(--batch 256); E2E_T=(--batch 1024)
+  JPEGS=(); DATA=(--batches 64 --workers 16); E2E_B=(--batch 256); E2E_T=(--batch 1024)
   CIFAR=${CIFAR:-$SHARED/cifar10_jpeg_q75.npz}
   PRETRAIN=(--epochs 100 --warmup-epochs 10 --batch-size 512 --workers 16)  # the official CIFAR recipe's
 fi
@@ -84,3 +96,4 @@ CAP=150 step pretrain_cifar_t $PY -m mimzoo pretrain --data "$CIFAR" --arch vit_
   --blr 1.5e-4 --data-device gpu --compile --log-every 20 --ckpt-every 100000 --out "$OUT/pretrain_cifar_t"
 step model_b_compiled $PY benchmarks/pretrain_throughput.py "${B[@]}" --methods all --compile --out "$OUT/model.jsonl"
 echo "done after $(($(date +%s) - start)) s; results in $OUT"
+pack
