@@ -188,7 +188,7 @@ class _Trainer:
         # where a stop finds the state (see _stop): BETWEEN steps, in a step's FORWARD and backward (the
         # snapshot of its start restores the step's draws), or APPLYING its update (held back from the main
         # thread's signals; a stop raised there otherwise saves nothing)
-        self.phase, self.snapshot = BETWEEN, (0, 0, rng_state())
+        self.phase, self.snapshot = BETWEEN, None  # snapshot: (skipped, len(pending), rng_state()) at a step's start
         self.last_stats = (math.nan, math.nan)
         self.model: torch.nn.Module = self.method
         if ctx.enabled:
@@ -337,8 +337,8 @@ class _Trainer:
 
     def _stop(self) -> None:
         """Ctrl-C or SIGTERM: keep the steps done since the last checkpoint. Outside an update the state is that of
-        step ``self.step`` (a step stopped in its forward or backward is undone: its images skipped, its random
-        draws and its gradients); one process only, as the ranks of a DDP run stop at different points."""
+        step ``self.step`` (a step stopped in its forward or backward is undone: its count of unreadable images,
+        its random draws and its gradients); one process only, as the ranks of a DDP run stop at different points."""
         if self.ctx.enabled or self.phase == APPLYING or self.saved_step == self.step:
             return
         if self.phase == FORWARD:
