@@ -81,6 +81,8 @@ echo "$(find benchmarks/jpegs -name '*.jpg' | wc -l) JPEG files in benchmarks/jp
 step data_jpeg $PY benchmarks/data_throughput.py --data benchmarks/jpegs --peer "${DATA[@]}" "${E2E_B[@]}" \
   --out "$OUT/data.jsonl"
 step model_b_eager $PY benchmarks/pretrain_throughput.py "${B[@]}" --methods all --out "$OUT/model.jsonl"
+# where ViT-B's step time goes (25% MFU, no gain from compiling on the first H200 lease)
+CAP=60 step profile_b $PY benchmarks/profile_step.py "${B[@]}" --methods mae --out "$OUT/profile.jsonl"
 step model_t_eager $PY benchmarks/pretrain_throughput.py "${T[@]}" --methods all --out "$OUT/model.jsonl"
 step e2e_jpeg_b $PY benchmarks/data_throughput.py --data benchmarks/jpegs --method mae --arch $ARCH_B \
   "${DATA[@]}" "${E2E_B[@]}" --out "$OUT/e2e.jsonl"
@@ -88,6 +90,8 @@ step e2e_cifar_t $PY benchmarks/data_throughput.py --data "$CIFAR" --method mae 
   "${DATA[@]}" "${E2E_T[@]}" --out "$OUT/e2e.jsonl"
 step model_b_fused $PY benchmarks/pretrain_throughput.py "${B[@]}" --methods mae --no-peer --fused-adamw \
   --out "$OUT/model.jsonl"
+CAP=120 step profile_b_compiled $PY benchmarks/profile_step.py "${B[@]}" --methods mae --compile \
+  --out "$OUT/profile.jsonl"
 step model_t_compiled $PY benchmarks/pretrain_throughput.py "${T[@]}" --methods all --compile --out "$OUT/model.jsonl"
 step e2e_cifar_t_compiled $PY benchmarks/data_throughput.py --data "$CIFAR" --method mae --arch vit_tiny_patch4_32 \
   --compile "${DATA[@]}" "${E2E_T[@]}" --out "$OUT/e2e.jsonl"

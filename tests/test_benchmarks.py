@@ -38,3 +38,13 @@ def test_the_data_benchmark_runs_both_paths_end_to_end_and_the_peer(monkeypatch,
     device_path = lines[2]
     assert device_path["resident"] and device_path["mean_abs_diff_vs_pil"] < 1  # levels of 255
     assert all(line["end_to_end_over_model_only"] > 0 for line in lines[1:3])
+
+
+def test_the_step_profile_splits_the_time_by_kind(monkeypatch, tmp_path):
+    lines = run_benchmark(monkeypatch, tmp_path, "profile_step.py", "--arch", TINY_ARCH, "--batch", "2", "--steps",
+                          "1", "--warmup", "0", "--methods", "mae,mff", "--top", "3")
+    assert [line["impl"] for line in lines] == ["mimzoo:mae", "mimzoo:mff"]
+    for line in lines:
+        assert line["device"] == "cpu" and 0 < line["busy_ms"] and 0 < line["busy_fraction"]
+        assert abs(sum(line["share"].values()) - 1) < 0.01 and line["share"]["matmul"] > 0
+        assert len(line["top"]) == 3

@@ -57,7 +57,17 @@ def test_a_stop_mid_pretraining_exits_128_plus_the_signal_and_keeps_the_checkpoi
     assert state["step"] == step >= 2 and not (out / "export").exists()
 
 
-def test_a_stop_keeps_every_finished_step_and_the_resume_is_exact(cli, npz_pack, tmp_path, monkeypatch):
+@pytest.fixture
+def ctrl_c_interrupts():
+    """SIGINT raises KeyboardInterrupt, as in a terminal, also when pytest runs as a background job (which ignores
+    it: Python then installs no handler)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_a_stop_keeps_every_finished_step_and_the_resume_is_exact(cli, npz_pack, tmp_path, monkeypatch,
+                                                                   ctrl_c_interrupts):
     """A stop in a step's forward undoes that step (its masks' random draws too); one during the update waits for
     it; either way the checkpoint holds every finished step, and the resumed run ends as an uninterrupted one."""
     from timm.scheduler import CosineLRScheduler
