@@ -30,6 +30,7 @@ from mimzoo.data.pipeline import view_pipeline
 from mimzoo.data.sources import open_source
 from mimzoo.data.transforms import make_view
 from mimzoo.engine.config import PretrainConfig
+from mimzoo.engine.pretrain import adamw, weight_decay_groups
 from mimzoo.methods import get_method, resolve_defaults, view_size
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid_360x480_jpeg95.npz"
@@ -73,7 +74,8 @@ def batches(pipeline, count: int):
 
 
 class Trainer:
-    """One method's bf16 training step (forward, backward, AdamW), as ``mimzoo pretrain`` takes it."""
+    """One method's bf16 training step (forward, backward, AdamW: fused on a GPU), as ``mimzoo pretrain`` takes
+    it."""
 
     def __init__(self, method: str, arch_name: str, device: torch.device, compile_: bool) -> None:
         self.cfg = resolve_defaults(PretrainConfig(method=method, arch=arch_name))
@@ -81,7 +83,7 @@ class Trainer:
         self.size, self.crop, self.device = view_size(arch, self.cfg), self.cfg.crop, device
         self.model = spec.build(arch, self.cfg).to(device)
         self.forward = torch.compile(self.model) if compile_ else self.model
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4, betas=(0.9, 0.95))
+        self.optimizer = adamw(weight_decay_groups(self.model, self.cfg), 1e-4, device)
 
     def step(self, images: torch.Tensor) -> None:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):

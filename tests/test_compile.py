@@ -43,3 +43,32 @@ def test_the_compiled_forward_is_one_graph_with_eagers_loss_and_gradients(method
     for (name, p), q in zip(eager.named_parameters(), compiled.parameters(), strict=True):
         if p.grad is not None:
             torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-7, msg=name)
+
+
+def test_the_fused_adamw_of_gpu_runs_takes_the_plain_ones_steps():
+    """``mimzoo pretrain`` on a GPU steps with AdamW(fused=True); torch's CPU build of that kernel, given the same
+    gradients, takes the default implementation's steps to float rounding, weight decay groups and all. (Adam
+    turns a rounding difference in the weights into different steps for near-zero gradients, so both take the
+    plain model's gradients.)"""
+    from mimzoo.engine.pretrain import adamw, weight_decay_groups
+
+    cfg = resolve_defaults(PretrainConfig(method="mae", arch=TINY_ARCH))
+    torch.manual_seed(0)
+    plain = get_method("mae").build(ARCH, cfg)
+    fused, start = copy.deepcopy(plain), copy.deepcopy(plain)
+    optimizers = [adamw(weight_decay_groups(plain, cfg), 1e-3, torch.device("cpu")),
+                  torch.optim.AdamW(weight_decay_groups(fused, cfg), lr=1e-3, betas=(0.9, 0.95), fused=True)]
+    assert not optimizers[0].defaults["fused"] and optimizers[1].defaults["fused"]
+    views = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    for step in range(3):
+        torch.manual_seed(step)
+        plain(views).loss.backward()
+        for a, b in zip(plain.parameters(), fused.parameters(), strict=True):
+            b.grad = None if a.grad is None else a.grad.clone()  # fixed sin-cos positions have none
+        for optimizer in optimizers:
+            optimizer.step()
+            optimizer.zero_grad()
+    for (name, a), b in zip(plain.named_parameters(), fused.parameters(), strict=True):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-6, msg=lambda text, name=name: f"{name}: {text}")
+    moved = max((a - c).abs().max() for a, c in zip(plain.parameters(), start.parameters(), strict=True))
+    assert moved > 1e-3  # it trained
