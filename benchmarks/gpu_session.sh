@@ -8,7 +8,8 @@
 #
 # What travels to the machine is at most 64 MiB, so the JPEG folder can be made here and carried
 # (python benchmarks/make_jpegs.py --limit 300: 16 MB) with REPEAT=64 copying it there, so that an epoch holds more
-# batches than are timed, and CIFAR=PACK.npz can name a carried subset of the CIFAR-10 pack (throughput only).
+# batches than are timed, and CIFAR=PACK.npz can name a carried subset of the CIFAR-10 pack (throughput only;
+# benchmarks/subset_pack.py makes one).
 # What comes back from the device tool is a few files: PACK=FILE.tar.gz packs $OUT into one after every step.
 #
 #   PACK=$OUT/session.tar.gz OUT=/tmp/session REPEAT=64 CIFAR=.data/PACK.npz bash benchmarks/gpu_session.sh

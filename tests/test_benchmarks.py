@@ -8,6 +8,7 @@ import runpy
 import sys
 
 from conftest import REPO, TINY_ARCH
+from mimzoo.data.sources import BUILTIN_SAMPLE
 from mimzoo.methods import METHODS
 
 
@@ -48,3 +49,13 @@ def test_the_step_profile_splits_the_time_by_kind(monkeypatch, tmp_path):
         assert line["device"] == "cpu" and 0 < line["busy_ms"] and 0 < line["busy_fraction"]
         assert abs(sum(line["share"].values()) - 1) < 0.01 and line["share"]["matmul"] > 0
         assert len(line["top"]) == 3
+
+
+def test_a_pack_subset_is_a_pack_of_the_first_images(monkeypatch, tmp_path):
+    from mimzoo.data.sources import open_source
+
+    out = tmp_path / "sub.npz"
+    monkeypatch.setattr(sys, "argv", ["subset_pack.py", str(BUILTIN_SAMPLE), str(out), "--train", "10"])
+    runpy.run_path(str(REPO / "benchmarks" / "subset_pack.py"), run_name="__main__")
+    subset, whole = open_source(str(out)), open_source(str(BUILTIN_SAMPLE))
+    assert len(subset) == 10 and all(subset.load(i).tobytes() == whole.load(i).tobytes() for i in range(10))
