@@ -166,8 +166,9 @@ def main() -> None:
     trainer = Trainer(args.method, args.arch, device, args.compile) if args.method else None
     size, crop = (trainer.size, trainer.crop) if trainer else (args.size, args.crop)
     view = make_view(crop, size)
-    common = {"data": args.data, "images": len(source), "crop": crop, "size": size, "batch": args.batch,
-              "workers": args.workers, "device": name}
+    # a timed run longer than an epoch includes the loaders' restarts, as training does once an epoch
+    common = {"data": args.data, "images": len(source), "batches_per_epoch": len(source) // args.batch,
+              "crop": crop, "size": size, "batch": args.batch, "workers": args.workers, "device": name}
     if trainer:
         common.update(method=args.method, arch=args.arch, compile=args.compile)
         model_only = trainer.model_only(args.batch, args.batches)

@@ -7,12 +7,12 @@
 #   SMOKE=1 OUT=/tmp/smoke bash benchmarks/gpu_session.sh      # tiny sizes, runs on a CPU in a few minutes
 #
 # What travels to the machine is at most 64 MiB, so the JPEG folder can be made here and carried
-# (python benchmarks/make_jpegs.py --limit 300: 16 MB) with REPEAT=64 copying it there, so that an epoch holds more
-# batches than are timed, and CIFAR=PACK.npz can name a carried subset of the CIFAR-10 pack (throughput only;
+# (python benchmarks/make_jpegs.py --limit 300: 16 MB) with REPEAT=80 copying it there, so that an epoch (96 batches
+# of 256) holds the 16 warm-up and 64 timed ones, and CIFAR=PACK.npz can name a carried subset of the CIFAR-10 pack (throughput only;
 # benchmarks/subset_pack.py makes one).
 # What comes back from the device tool is a few files: PACK=FILE.tar.gz packs $OUT into one after every step.
 #
-#   PACK=$OUT/session.tar.gz OUT=/tmp/session REPEAT=64 CIFAR=.data/PACK.npz bash benchmarks/gpu_session.sh
+#   PACK=$OUT/session.tar.gz OUT=/tmp/session REPEAT=80 CIFAR=.data/PACK.npz bash benchmarks/gpu_session.sh
 #   (PACK first: it names the device tool's $OUT, before OUT is set to the work folder)
 set -u
 cd "$(dirname "$0")/.."
@@ -74,16 +74,17 @@ if ! compgen -G "benchmarks/jpegs/*.jpg" >/dev/null; then
   step make_jpegs $PY benchmarks/make_jpegs.py --pack "$SHARED/camvid_360x480_jpeg95.npz" \
     --photos "$SHARED/demo_photos" "${JPEGS[@]}"
 fi
-originals=(benchmarks/jpegs/*.jpg)
+originals=()  # not the copies an earlier call left on a warm machine
+for file in benchmarks/jpegs/*.jpg; do [[ $file == *_copy* ]] || originals+=("$file"); done
 for ((copy = 1; copy < ${REPEAT:-1}; copy++)); do
-  for file in "${originals[@]}"; do cp "$file" "${file%.jpg}_copy$copy.jpg"; done
+  for file in "${originals[@]}"; do cp -n "$file" "${file%.jpg}_copy$copy.jpg"; done
 done
 echo "$(find benchmarks/jpegs -name '*.jpg' | wc -l) JPEG files in benchmarks/jpegs" | tee -a "$OUT/commands.txt"
 step data_jpeg $PY benchmarks/data_throughput.py --data benchmarks/jpegs --peer "${DATA[@]}" "${E2E_B[@]}" \
   --out "$OUT/data.jsonl"
 step model_b_eager $PY benchmarks/pretrain_throughput.py "${B[@]}" --methods all --out "$OUT/model.jsonl"
 # where ViT-B's step time goes (25% MFU, no gain from compiling on the first H200 lease)
-CAP=60 step profile_b $PY benchmarks/profile_step.py "${B[@]}" --methods mae --out "$OUT/profile.jsonl"
+CAP=60 step profile_b $PY benchmarks/profile_step.py "${B[@]}" --methods mae --fused-adamw --out "$OUT/profile.jsonl"
 step model_t_eager $PY benchmarks/pretrain_throughput.py "${T[@]}" --methods all --out "$OUT/model.jsonl"
 step e2e_jpeg_b $PY benchmarks/data_throughput.py --data benchmarks/jpegs --method mae --arch $ARCH_B \
   "${DATA[@]}" "${E2E_B[@]}" --out "$OUT/e2e.jsonl"
@@ -91,7 +92,7 @@ step e2e_cifar_t $PY benchmarks/data_throughput.py --data "$CIFAR" --method mae 
   "${DATA[@]}" "${E2E_T[@]}" --out "$OUT/e2e.jsonl"
 step model_b_fused $PY benchmarks/pretrain_throughput.py "${B[@]}" --methods mae --no-peer --fused-adamw \
   --out "$OUT/model.jsonl"
-CAP=120 step profile_b_compiled $PY benchmarks/profile_step.py "${B[@]}" --methods mae --compile \
+CAP=120 step profile_b_compiled $PY benchmarks/profile_step.py "${B[@]}" --methods mae --compile --fused-adamw \
   --out "$OUT/profile.jsonl"
 step model_t_compiled $PY benchmarks/pretrain_throughput.py "${T[@]}" --methods all --compile --out "$OUT/model.jsonl"
 step e2e_cifar_t_compiled $PY benchmarks/data_throughput.py --data "$CIFAR" --method mae --arch vit_tiny_patch4_32 \

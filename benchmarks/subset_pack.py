@@ -19,6 +19,8 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--train", type=int, required=True, help="training images kept (the first N)")
     args = parser.parse_args()
+    if args.out.suffix != ".npz":  # np.savez would add it, writing another file than the one named
+        parser.error(f"{args.out} does not end in .npz; name the pack PATH.npz")
     if args.out.exists():
         parser.error(f"{args.out} exists; name a new file")
     data = np.load(args.pack)

@@ -74,7 +74,7 @@ def test_a_stop_keeps_every_finished_step_and_the_resume_is_exact(cli, npz_pack,
 
     from mimzoo.methods.mae import MAE
 
-    args = ("--epochs", "2", "--seed", "5")  # 10 steps, no checkpoint before the end but a stop's
+    args = ("--epochs", "2", "--seed", "5", "--log-every", "1")  # 10 steps, no checkpoint before the end but a stop's
     reference, stopped = tmp_path / "reference", tmp_path / "stopped"
     assert cli(*tiny_pretrain_args(npz_pack, reference, *args)).exit_code == 0
 
@@ -109,6 +109,57 @@ def test_a_stop_keeps_every_finished_step_and_the_resume_is_exact(cli, npz_pack,
     assert cli(*tiny_pretrain_args(npz_pack, stopped, *args), "--resume").exit_code == 0
     a, b = load_file(stopped / "export" / "model.safetensors"), load_file(reference / "export" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in b)
+    lines = [[json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+             for run in (stopped, reference)]
+    assert [line["step"] for line in lines[0]] == list(range(1, 11))  # the line of step 6 was written before the stop
+    assert [line["loss"] for line in lines[0]] == [line["loss"] for line in lines[1]]
+
+
+def test_a_second_stop_during_the_stops_save_keeps_the_last_checkpoint(cli, npz_pack, tmp_path, monkeypatch):
+    from mimzoo.engine.pretrain import _Trainer
+    from mimzoo.methods.mae import MAE
+
+    forward, forwards, save, saves = MAE.forward, [], _Trainer._save, []
+
+    def stop_in_the_fourth_forward(self, images):
+        forwards.append(1)
+        if len(forwards) == 4:
+            raise KeyboardInterrupt
+        return forward(self, images)
+
+    def second_stop_in_the_second_save(self):
+        saves.append(self.step)
+        if len(saves) == 2:
+            raise KeyboardInterrupt
+        save(self)
+
+    monkeypatch.setattr(MAE, "forward", stop_in_the_fourth_forward)
+    monkeypatch.setattr(_Trainer, "_save", second_stop_in_the_second_save)
+    result = cli(*tiny_pretrain_args(npz_pack, tmp_path / "r", "--ckpt-every", "2"))
+    assert result.exit_code == 130 and saves == [2, 3]
+    assert "interrupted at step 3 of 5; continue with --resume (from the checkpoint of step 2)" in result.output
+    assert torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=True)["step"] == 2
+
+
+def test_a_stop_inside_the_non_finite_check_leaves_the_steps_unchecked(monkeypatch, tmp_path):
+    """The stop's own save checks them again, so a non-finite step is never saved."""
+    from types import SimpleNamespace
+
+    from mimzoo.engine import pretrain
+    from mimzoo.errors import MimzooError
+
+    def interrupted(value):
+        raise KeyboardInterrupt
+
+    trainer = SimpleNamespace(pending=[torch.tensor([0.5, 1.0]), torch.tensor([float("nan"), 1.0])], step=2,
+                              optimizer=torch.optim.SGD([torch.zeros(1, requires_grad=True)]), run_dir=tmp_path)
+    monkeypatch.setattr(pretrain, "math", SimpleNamespace(isfinite=interrupted))
+    with pytest.raises(KeyboardInterrupt):
+        pretrain._Trainer._check_finite(trainer)
+    assert len(trainer.pending) == 2
+    monkeypatch.undo()
+    with pytest.raises(MimzooError, match="non-finite loss \\(nan\\) or gradient norm at step 2"):
+        pretrain._Trainer._check_finite(trainer)
 
 
 class StopAtStep(SilentReporter):
@@ -180,3 +231,22 @@ def test_diverging_probe_records_nothing(cli, export, npz_pack, tmp_path):
     assert "non-finite training loss in epoch" in line and "lower --blr" in line
     assert (export / "README.md").read_text() == card and (export / "mimzoo.json").read_text() == record
     assert not (tmp_path / "lp" / "results.json").exists()
+
+
+def test_a_held_ctrl_c_comes_after_the_block_and_never_replaces_its_error(ctrl_c_interrupts):
+    from mimzoo.engine.stops import HeldStops
+
+    done = []
+    with HeldStops() as stops:
+        with pytest.raises(KeyboardInterrupt):
+            with stops.hold():
+                signal.raise_signal(signal.SIGINT)
+                done.append("the block ran on")
+        assert done == ["the block ran on"]
+        with pytest.raises(ValueError):
+            with stops.hold():
+                signal.raise_signal(signal.SIGINT)
+                raise ValueError("the update failed")
+        with stops.hold():  # nothing is left held from the failed block
+            pass
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -192,7 +192,7 @@ class _Trainer:
         self.pending: list[torch.Tensor] = []  # (loss, grad norm) of the steps since the last _check_finite
         # where a stop finds the state (see _stop): BETWEEN steps, in a step's FORWARD and backward (the
         # snapshot of its start restores the step's draws), or APPLYING its update (held back from the main
-        # thread's signals; a stop raised there otherwise saves nothing)
+        # thread's signals, with the step's log line and checkpoint; a stop raised there otherwise saves nothing)
         self.phase, self.snapshot = BETWEEN, None  # snapshot: (skipped, len(pending), rng_state()) at a step's start
         self.last_stats = (math.nan, math.nan)
         self.model: torch.nn.Module = self.method
@@ -275,7 +275,10 @@ class _Trainer:
                 while self.step < sched.total_steps:
                     self._run_epoch(self.step // sched.steps_per_epoch)
         except KeyboardInterrupt:
-            self._stop()
+            try:
+                self._stop()
+            except KeyboardInterrupt:  # a second stop cuts the save short: the last checkpoint stands
+                pass
             saved = f"step {self.saved_step}" if (self.run_dir / CHECKPOINT).exists() else None
             raise Interrupted(self.step, sched.total_steps, saved) from None
         finally:
@@ -299,25 +302,27 @@ class _Trainer:
             lr = self.optimizer.param_groups[0]["lr"]
             self.snapshot, self.phase = (self.skipped, len(self.pending), rng_state()), FORWARD
             logs = self._gradients(batches)
-            with self.stops.hold():  # a stop waits for the update, so it finds step self.step complete
+            # a stop waits for the update, its metrics line and its checkpoint: it finds step self.step whole
+            with self.stops.hold():
                 self.phase = APPLYING
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 self.step += 1
                 self.scheduler.step_update(self.step)
                 self.phase = BETWEEN
-            window_images += sched.effective_batch
-            end_of_epoch = self.step % sched.steps_per_epoch == 0
-            if self.step % cfg.log_every == 0 or end_of_epoch:
-                loss, grad_norm = self._check_finite()
-                elapsed = time.perf_counter() - window_start
-                self._log({"step": self.step, "epoch": round(self.step / sched.steps_per_epoch, 4), "loss": loss,
-                           "lr": lr, "grad_norm": grad_norm, "img_per_s": round(window_images / elapsed, 1),
-                           "skipped_images": self.skipped, **_loggable(logs)})
-                window_start, window_images = time.perf_counter(), 0
-            if self.step % cfg.ckpt_every == 0 or self.step == sched.total_steps:
-                self._check_finite()
-                self._save()
+                window_images += sched.effective_batch
+                end_of_epoch = self.step % sched.steps_per_epoch == 0
+                if self.step % cfg.log_every == 0 or end_of_epoch:
+                    loss, grad_norm = self._check_finite()
+                    elapsed = time.perf_counter() - window_start
+                    self._log({"step": self.step, "epoch": round(self.step / sched.steps_per_epoch, 4),
+                               "loss": loss, "lr": lr, "grad_norm": grad_norm,
+                               "img_per_s": round(window_images / elapsed, 1), "skipped_images": self.skipped,
+                               **_loggable(logs)})
+                    window_start, window_images = time.perf_counter(), 0
+                if self.step % cfg.ckpt_every == 0 or self.step == sched.total_steps:
+                    self._check_finite()
+                    self._save()
 
     def _gradients(self, batches) -> dict[str, torch.Tensor]:
         """One effective batch's forward and backward passes and clipped gradients; the method's logs."""
@@ -362,7 +367,6 @@ class _Trainer:
         if self.pending:
             values = torch.stack(self.pending).tolist()
             first = self.step - len(values) + 1
-            self.pending = []
             for offset, (loss, norm) in enumerate(values):
                 if not (math.isfinite(loss) and math.isfinite(norm)):
                     self.optimizer.zero_grad(set_to_none=True)
@@ -370,6 +374,7 @@ class _Trainer:
                         f"non-finite loss ({loss}) or gradient norm at step {first + offset}; stopped, the last good "
                         f"checkpoint is kept in {self.run_dir} (lower --blr or set --clip-grad, then --resume)"
                     )
+            self.pending = []  # only once all passed: a stop inside this loop must not find them checked
             self.last_stats = values[-1]
         return self.last_stats
 

@@ -48,7 +48,7 @@ class HeldStops:
         try:
             yield
         finally:
-            self.holding = False
-            if self.held is not None:
-                (signum, frame), self.held = self.held, None
-                self.previous[signum](signum, frame)
+            held, self.held, self.holding = self.held, None, False
+        # reached only when the block succeeded: an error in it stops the run and must not turn into a Ctrl-C
+        if held is not None:
+            self.previous[held[0]](*held)
