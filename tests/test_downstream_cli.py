@@ -129,3 +129,12 @@ def test_knn_names_unreadable_images_and_stops_when_a_split_has_none(cli, export
     for path in data.rglob("*.*"):
         path.write_bytes(b"")
     assert "images is readable, e.g. " in error_line(cli("knn", export, *args, "--out", tmp_path / "knn2"))
+
+
+def test_off_a_terminal_training_lines_give_the_loss_and_the_rate(cli, npz_pack, tmp_path):
+    result = cli("finetune", "random:vit_tiny_patch4_32", "--data", npz_pack, "--workers", "0", "--epochs", "1",
+                 "--warmup-epochs", "0", "--batch-size", "2", "--val-fraction", "0.5", "--out", tmp_path / "ft")
+    assert result.exit_code == 0, result.output
+    line = next(line for line in result.output.splitlines() if line.startswith("fine-tune 10/10 "))
+    words = line.split()
+    assert words[2] == "loss" and words[4] == "img_per_s" and float(words[5]) > 0, line

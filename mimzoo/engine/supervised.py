@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -228,6 +229,7 @@ class SupervisedLoop:
         self.sampler.set_epoch(self.epoch)
         self.model.train()
         total = torch.zeros((), device=device)
+        window_start, window_images = time.perf_counter(), 0
         for i, (images, labels) in enumerate(self.train_loader):
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             if self.batch_transform is not None:
@@ -242,7 +244,13 @@ class SupervisedLoop:
             step = self.step = self.epoch * steps + i + 1
             self.scheduler.step_update(step)
             total += loss.detach().float()
-            self.reporter.update(step, {"loss": loss.item()} if step % 10 == 0 else {})
+            window_images += images.shape[0] * self.ctx.world_size
+            logs = {}
+            if step % 10 == 0:  # the loss read waits for the device, so the rate is the device's too
+                logs = {"loss": loss.item()}
+                logs["img_per_s"] = round(window_images / (time.perf_counter() - window_start), 1)
+                window_start, window_images = time.perf_counter(), 0
+            self.reporter.update(step, logs)
         mean = dist_utils.mean_across_ranks(self.ctx, total / steps).item()
         if not math.isfinite(mean):
             raise non_finite(self.epoch + 1)
