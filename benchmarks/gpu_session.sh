@@ -11,6 +11,8 @@
 # of 256) holds the 16 warm-up and 64 timed ones, and CIFAR=PACK.npz can name a carried subset of the CIFAR-10 pack (throughput only;
 # benchmarks/subset_pack.py makes one).
 # What comes back from the device tool is a few files: PACK=FILE.tar.gz packs $OUT into one after every step.
+# The fine-tune step needs segmentation-models-pytorch, which the machines lack: carry its wheel in .whl
+# (see zoo_session.sh).
 #
 #   PACK=$OUT/session.tar.gz OUT=/tmp/session REPEAT=80 CIFAR=.data/PACK.npz bash benchmarks/gpu_session.sh
 #   (PACK first: it names the device tool's $OUT, before OUT is set to the work folder)
@@ -22,6 +24,10 @@ PY=${PY:-python}
 SHARED=${SHARED:-$([[ -d ../shared/data ]] && echo ../shared/data || echo shared/data)}  # CamVid, photos, CIFAR
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD:$PWD/cli${PYTHONPATH:+:$PYTHONPATH}"
+if [[ -d .whl ]]; then  # carried wheels of what the machine lacks (smp, which the downstream commands import)
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/session-site \
+    .whl/*.whl && export PYTHONPATH="$PYTHONPATH:/tmp/session-site"
+fi
 start=$(date +%s)
 
 step() {  # step NAME CMD...: run with the time that is left (at most $CAP s when set), log to $OUT/NAME.log
@@ -49,6 +55,7 @@ if [[ -n "${SMOKE:-}" ]]; then
   JPEGS=(--limit 16); DATA=(--batches 2 --workers 0); E2E_B=(--batch 4); E2E_T=(--batch 16)
   CIFAR=mimzoo/data/sample/cifar10_sample.npz
   PRETRAIN=(--epochs 1 --warmup-epochs 0 --batch-size 16 --limit 64 --workers 0)
+  FINETUNE=(--epochs 1 --warmup-epochs 0 --batch-size 16 --limit 64 --workers 0)
 else
   ARCH_B=vit_base_patch16_224
   B=(--arch $ARCH_B --batch 256)
@@ -56,6 +63,7 @@ else
   JPEGS=(); DATA=(--batches 64 --workers 16); E2E_B=(--batch 256); E2E_T=(--batch 1024)
   CIFAR=${CIFAR:-$SHARED/cifar10_jpeg_q75.npz}
   PRETRAIN=(--epochs 100 --warmup-epochs 10 --batch-size 512 --workers 16)  # the official CIFAR recipe's
+  FINETUNE=(--epochs 100 --warmup-epochs 5 --batch-size 128 --workers 16)  # the zoo's (zoo_build.EVALS)
 fi
 
 $PY - >"$OUT/env.json" <<'EOF'
@@ -90,6 +98,9 @@ step e2e_jpeg_b $PY benchmarks/data_throughput.py --data benchmarks/jpegs --meth
   "${DATA[@]}" "${E2E_B[@]}" --out "$OUT/e2e.jsonl"
 step e2e_cifar_t $PY benchmarks/data_throughput.py --data "$CIFAR" --method mae --arch vit_tiny_patch4_32 \
   "${DATA[@]}" "${E2E_T[@]}" --out "$OUT/e2e.jsonl"
+# what a zoo entry's fine-tunes cost (issue 17: three 100-epoch runs an entry), from its per-10-step lines
+CAP=90 step finetune_cifar_t $PY -m mimzoo finetune random:vit_tiny_patch4_32 --data "$CIFAR" "${FINETUNE[@]}" \
+  --blr 1e-3 --layer-decay 0.75 --drop-path 0.1 --val-fraction 0.1 --out "$OUT/finetune_cifar_t"
 step model_b_fused $PY benchmarks/pretrain_throughput.py "${B[@]}" --methods mae --no-peer --fused-adamw \
   --out "$OUT/model.jsonl"
 CAP=120 step profile_b_compiled $PY benchmarks/profile_step.py "${B[@]}" --methods mae --compile --fused-adamw \
