@@ -6,15 +6,16 @@
 #   OUT=/some/dir bash benchmarks/gpu_session.sh
 #   SMOKE=1 OUT=/tmp/smoke bash benchmarks/gpu_session.sh      # tiny sizes, runs on a CPU in a few minutes
 #
-# What travels to the machine is at most 64 MiB, so the JPEG folder can be made here and carried
+# What travels to the machine is at most 64 MiB, so the JPEG folder is made here and carried
 # (python benchmarks/make_jpegs.py --limit 300: 16 MB) with REPEAT=80 copying it there, so that an epoch (96 batches
-# of 256) holds the 16 warm-up and 64 timed ones, and CIFAR=PACK.npz can name a carried subset of the CIFAR-10 pack (throughput only;
-# benchmarks/subset_pack.py makes one).
+# of 256) holds the 16 warm-up and 64 timed ones, and the CIFAR-10 pack travels squeezed (18 MB instead of 56, the
+# same arrays once device_setup.sh expands it: benchmarks/carry_pack.py squeeze ../shared/data/cifar10_jpeg_q75.npz
+# .data/cifar10_jpeg_q75.carry.npz), with CIFAR=.data/cifar10_jpeg_q75.npz naming it there.
 # What comes back from the device tool is a few files: PACK=FILE.tar.gz packs $OUT into one after every step.
 # The fine-tune step needs segmentation-models-pytorch, which the machines lack: carry its wheel in .whl
 # (see zoo_session.sh).
 #
-#   PACK=$OUT/session.tar.gz OUT=/tmp/session REPEAT=80 CIFAR=.data/PACK.npz bash benchmarks/gpu_session.sh
+#   PACK=$OUT/session.tar.gz OUT=/tmp/session REPEAT=80 CIFAR=.data/cifar10_jpeg_q75.npz bash benchmarks/gpu_session.sh
 #   (PACK first: it names the device tool's $OUT, before OUT is set to the work folder)
 set -u
 cd "$(dirname "$0")/.."
@@ -24,10 +25,7 @@ PY=${PY:-python}
 SHARED=${SHARED:-$([[ -d ../shared/data ]] && echo ../shared/data || echo shared/data)}  # CamVid, photos, CIFAR
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD:$PWD/cli${PYTHONPATH:+:$PYTHONPATH}"
-if [[ -d .whl ]]; then  # carried wheels of what the machine lacks (smp, which the downstream commands import)
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/session-site \
-    .whl/*.whl && export PYTHONPATH="$PYTHONPATH:/tmp/session-site"
-fi
+source benchmarks/device_setup.sh  # carried wheels and squeezed packs
 start=$(date +%s)
 
 step() {  # step NAME CMD...: run with the time that is left (at most $CAP s when set), log to $OUT/NAME.log

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import tarfile
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ from test_pretrain_cli import error_line
 from test_segment import write_pack
 
 import mimzoo.engine.zoo_build as zoo_build
-from conftest import TINY_ARCH
+from conftest import REPO, TINY_ARCH
 from mimzoo.data.sources import BUILTIN_SAMPLE
 from mimzoo.errors import MimzooError
 from mimzoo.zoo import ZooEntry
@@ -188,7 +190,8 @@ def test_seeds_built_apart_merge_by_copying_their_folders(zoo_setup, monkeypatch
     # a stage left to do whose encoder stayed on the other machine: one line, never a half-built entry
     shutil.rmtree(merged / entry.name / "seed1" / "pretrain" / "export")
     (merged / "stages" / entry.name / "seed1" / "knn.json").unlink()
-    with pytest.raises(MimzooError, match="seed1/pretrain/export is gone, though .*seed1/pretrain.json records"):
+    with pytest.raises(MimzooError, match="seed1/pretrain/export/model.safetensors is gone, though "
+                                          ".*seed1/pretrain.json records"):
         zoo_build.ZooBuild(replace(zoo_setup, root=merged, baselines=False, cards_dir=None)).run([entry.name])
     # the random-init baselines need no encoder: a later call (another machine) runs them after the entry's stages
     shutil.rmtree(merged / entry.name / "seed0" / "pretrain" / "export")
@@ -210,3 +213,60 @@ def test_the_camvid_chain_segments_on_the_test_split_beside_a_random_init_dpt(zo
     assert results["miou"] == segment["values"][0]
     baseline = table["baselines"][f"baselines/{TINY_ARCH}-camvid/segment"]
     assert json.loads((zoo_setup.root / baseline["metrics_file"]).read_text())["miou"] == baseline["value"]
+
+
+def test_an_entry_built_over_two_leases_takes_its_encoder_and_records_across(zoo_setup, monkeypatch, tmp_path):
+    """benchmarks/zoo_carry.py: a lease that pretrains and is stopped in a fine-tune sends back its records, the small
+    files of the stages done and the encoder in parts; the next lease, given those, evaluates the same encoder."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import zoo_carry
+
+    monkeypatch.setitem(zoo_build.SWEEPS, "finetune", {})
+    real_finetune = zoo_build.run_finetune
+    lease1 = replace(zoo_setup, root=tmp_path / "lease1", baselines=False, cards_dir=None, results_file=None)
+
+    def stopped(inp, cfg, reporter):  # the lease ends inside the fine-tune, which has written a file of its own
+        Path(cfg.out).mkdir(parents=True)
+        (Path(cfg.out) / "metrics.jsonl").write_text("{}\n")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(zoo_build, "run_finetune", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        zoo_build.ZooBuild(lease1).run([ENTRY])
+    returned, export = tmp_path / "returned", Path(ENTRY) / "seed0" / "pretrain" / "export"
+    encoder = (lease1.root / export / "model.safetensors").read_bytes()
+    zoo_carry.send(lease1.root, returned, ENTRY, known=None, part_bytes=len(encoder) // 3)
+    parts = sorted(p.name for p in returned.glob("weights-*"))
+    assert parts == [f"weights-{ENTRY}.tar.{i:02d}" for i in range(len(parts))] and len(parts) >= 4
+    with tarfile.open(returned / f"zoo-{ENTRY}.tar.gz") as tar:
+        sent = tar.getnames()
+    assert f"stages/{ENTRY}/seed0/finetune.json" in sent  # its seconds count, its files stay behind
+    assert not any(name.startswith(f"{ENTRY}/seed0/finetune/") for name in sent)
+    assert f"{export.as_posix()}/mimzoo.json" in sent and f"{ENTRY}/seed0/knn/test/results.json" in sent
+    assert not any(name.endswith((".safetensors", ".pt")) for name in sent)
+
+    committed, weights = tmp_path / "committed", tmp_path / "weights"
+    zoo_carry.receive(returned, committed, weights)
+    assert (weights / export / "model.safetensors").read_bytes() == encoder
+    assert sorted(p.relative_to(weights).as_posix() for p in weights.rglob("*") if p.is_file()) == [
+        f"{export.as_posix()}/model.safetensors"]
+    # without the encoder, the next lease says what to carry, never pretrains it again
+    lease2 = replace(lease1, root=tmp_path / "lease2")
+    shutil.copytree(committed, lease2.root)
+    with pytest.raises(MimzooError, match="model.safetensors is gone, though .*pretrain.json records its "
+                                          "pretraining as done .*restore or carry it"):
+        zoo_build.ZooBuild(lease2).run([ENTRY])
+    # with it (zoo_session.sh: the carried export folder, then the committed files beside it), the fine-tune runs
+    shutil.copytree(weights, lease2.root, dirs_exist_ok=True)
+    monkeypatch.setattr(zoo_build, "run_finetune", real_finetune)
+    monkeypatch.setattr(zoo_build, "pretrain", lambda *a, **k: pytest.fail("pretrained again"))
+    zoo_build.ZooBuild(lease2).run([ENTRY])
+    state = zoo_build.read_stages(lease2.root)
+    assert all(state[f"{ENTRY}/seed0/{key}"]["done"] for key in ("pretrain", "knn", "finetune"))
+    assert ("finetune", "test") in {(r["task"], r["split"])
+                                    for r in json.loads((lease2.root / export / "mimzoo.json").read_text())["results"]}
+    # a later send of that lease has no new encoder to send
+    known = tmp_path / "known.txt"
+    known.write_text("\n".join(p.as_posix() for p in zoo_carry.encoders(lease2.root)))
+    zoo_carry.send(lease2.root, tmp_path / "returned2", ENTRY, known=known)
+    assert [p.name for p in (tmp_path / "returned2").iterdir()] == [f"zoo-{ENTRY}.tar.gz"]

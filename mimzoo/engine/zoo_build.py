@@ -49,7 +49,7 @@ from mimzoo.engine.pretrain import pretrain
 from mimzoo.engine.report import Reporter
 from mimzoo.engine.segment import SegmentConfig
 from mimzoo.errors import MimzooError
-from mimzoo.hub.layout import read_json
+from mimzoo.hub.layout import WEIGHTS, read_json
 from mimzoo.zoo import ZOO, ZooEntry
 
 # zoo data name -> file in --data-dir (the packs of ../shared/data, see its README)
@@ -181,11 +181,11 @@ class ZooBuild:
 
     def _run_task(self, task: str, cfg: Any, backbone: str, data: str, seed: int, record: bool,
                   val_fraction: float | None = None) -> dict[str, Any]:
-        if not backbone.startswith("random:") and not Path(backbone).is_dir():
+        if not backbone.startswith("random:") and not (Path(backbone) / WEIGHTS).is_file():
             stage = self.options.root / STAGES / f"{Path(backbone).parent.relative_to(self.options.root)}.json"
-            raise MimzooError(f"{backbone} is gone, though {stage} records its pretraining as done (a build merged "
-                              f"from another machine keeps no weights); restore it, or remove {stage} to pretrain "
-                              "it again")
+            raise MimzooError(f"{backbone}/{WEIGHTS} is gone, though {stage} records its pretraining as done (a "
+                              "build merged from another machine or lease keeps no weights); restore or carry it, "
+                              f"or remove {stage} to pretrain it again")
         if hasattr(cfg, "resume"):
             cfg = replace(cfg, resume=(Path(cfg.out) / CHECKPOINT).exists())
         inp = DownstreamInput(backbone, str(self._data(data)), val_fraction, None, self.options.device, seed,
