@@ -14,7 +14,7 @@
 #                                    # 18 MB instead of 56: the same arrays, expanded there by device_setup.sh
 #   pip download --no-deps --only-binary=:all: -d .whl segmentation-models-pytorch==0.6.0
 #                                    # the GPU machines lack smp, which every downstream command imports
-# There: run(carry=[".data", ".whl"] + the export folder of an entry pretrained in an earlier lease, e.g.
+# There: run(carry=[".data/cifar10_jpeg_q75.carry.npz", ".whl"] + the export folder of an entry pretrained in an earlier lease, e.g.
 #   ".zoo/mae-vit-tiny-p4-cifar10/seed0/pretrain/export", so that this lease evaluates it):
 #   SEED=0 ENTRY=mae-vit-tiny-p4-cifar10 bash benchmarks/zoo_session.sh
 #   DATA_DEVICE=gpu ...            # pretraining's views made on the GPU (CIFAR stays there)

@@ -46,18 +46,19 @@ def test_the_compiled_forward_is_one_graph_with_eagers_loss_and_gradients(method
 
 
 def test_the_fused_adamw_of_gpu_runs_takes_the_plain_ones_steps():
-    """``mimzoo pretrain`` on a GPU steps with AdamW(fused=True); torch's CPU build of that kernel, given the same
-    gradients, takes the default implementation's steps to float rounding, weight decay groups and all. (Adam
-    turns a rounding difference in the weights into different steps for near-zero gradients, so both take the
-    plain model's gradients.)"""
-    from mimzoo.engine.pretrain import adamw, weight_decay_groups
+    """pretrain, finetune and segment step on a GPU with AdamW(fused=True) (``engine/optim.py: adamw``); torch's CPU
+    build of that kernel, given the same gradients, takes the default implementation's steps to float rounding,
+    weight decay groups and all. (Adam turns a rounding difference in the weights into different steps for
+    near-zero gradients, so both take the plain model's gradients.)"""
+    from mimzoo.engine.optim import adamw
+    from mimzoo.engine.pretrain import weight_decay_groups
 
     cfg = resolve_defaults(PretrainConfig(method="mae", arch=TINY_ARCH))
     torch.manual_seed(0)
     plain = get_method("mae").build(ARCH, cfg)
     fused, start = copy.deepcopy(plain), copy.deepcopy(plain)
-    optimizers = [adamw(weight_decay_groups(plain, cfg), 1e-3, torch.device("cpu")),
-                  torch.optim.AdamW(weight_decay_groups(fused, cfg), lr=1e-3, betas=(0.9, 0.95), fused=True)]
+    optimizers = [adamw(weight_decay_groups(plain, cfg), 1e-3, torch.device("cpu"), betas=(0.9, 0.95)),
+                  adamw(weight_decay_groups(fused, cfg), 1e-3, torch.device("cuda"), betas=(0.9, 0.95))]
     assert not optimizers[0].defaults["fused"] and optimizers[1].defaults["fused"]
     views = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     for step in range(3):

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import timm
-import torch
 from timm.data import Mixup, create_transform
 from timm.layers import trunc_normal_
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
@@ -25,6 +24,7 @@ from mimzoo.data.labeled import LabeledDataset, LabeledSplits
 from mimzoo.engine.defaults import default_workers, resolve_warmup
 from mimzoo.engine.distributed import DistContext
 from mimzoo.engine.features import POOLS, backbone_data_config
+from mimzoo.engine.optim import adamw
 from mimzoo.engine.report import Reporter
 from mimzoo.engine.supervised import LoopConfig, SupervisedLoop, fine_tuning_checks
 from mimzoo.errors import MimzooError, check_settings, in_range, in_range_if_set, one_line, one_of
@@ -113,7 +113,7 @@ def finetune(backbone: VisionTransformer, splits: LabeledSplits, cfg: FinetuneCo
     groups = param_groups_layer_decay(model, cfg.weight_decay, no_weight_decay_list=model.no_weight_decay(),
                                       layer_decay=cfg.layer_decay)
     lr = cfg.blr * cfg.batch_size * ctx.world_size / 256
-    optimizer = torch.optim.AdamW(groups, lr=lr)
+    optimizer = adamw(groups, lr, ctx.device)
     data_cfg = backbone_data_config(backbone)
     train_tf = create_transform(data_cfg["input_size"], is_training=True, auto_augment=cfg.auto_augment or None,
                                 interpolation="bicubic", re_prob=cfg.reprob, re_mode="pixel", re_count=1,

@@ -28,6 +28,7 @@ from mimzoo.engine.atomic import atomic_dir
 from mimzoo.engine.defaults import default_workers, resolve_warmup
 from mimzoo.engine.distributed import DistContext
 from mimzoo.engine.features import backbone_data_config
+from mimzoo.engine.optim import adamw
 from mimzoo.engine.outputs import card_is_ours, replaceable, writable_folder
 from mimzoo.engine.report import Reporter
 from mimzoo.engine.seg_metrics import SegMeter
@@ -167,7 +168,7 @@ def segment(backbone: VisionTransformer, data: SegData, cfg: SegmentConfig, ctx:
     check_split(data.val, num_classes, ignore, data.val_name)
     model = build_dpt(backbone, num_classes).to(ctx.device)
     lr = cfg.blr * cfg.batch_size * ctx.world_size / 256
-    optimizer = torch.optim.AdamW(layer_decay_groups(model, cfg), lr=lr)
+    optimizer = adamw(layer_decay_groups(model, cfg), lr, ctx.device)
     norm = backbone_data_config(backbone)
     train_set = SegDataset(data.train, norm["mean"], norm["std"], ignore, multiple, crop=cfg.crop_size)
     val_set = SegDataset(data.val, norm["mean"], norm["std"], ignore, multiple)
