@@ -6,14 +6,11 @@
 #   OUT=/some/dir bash benchmarks/gpu_session.sh
 #   SMOKE=1 OUT=/tmp/smoke bash benchmarks/gpu_session.sh      # tiny sizes, runs on a CPU in a few minutes
 #
-# What travels to the machine is at most 64 MiB, so the JPEG folder is made here and carried
-# (python benchmarks/make_jpegs.py --limit 300: 16 MB) with REPEAT=80 copying it there, so that an epoch (96 batches
-# of 256) holds the 16 warm-up and 64 timed ones, and the CIFAR-10 pack travels squeezed (18 MB instead of 56, the
-# same arrays once device_setup.sh expands it: benchmarks/carry_pack.py squeeze ../shared/data/cifar10_jpeg_q75.npz
-# .data/cifar10_jpeg_q75.carry.npz), with CIFAR=.data/cifar10_jpeg_q75.npz naming it there.
+# What travels to the machine is at most 64 MiB: benchmarks/prepare_carry.sh makes what is carried (the JPEG folder,
+# 309 files that REPEAT=80 copies there so that an epoch of 96 batches of 256 holds the 16 warm-up and 64 timed ones;
+# the CIFAR-10 pack squeezed to 18 MB, which device_setup.sh expands there and CIFAR=.data/cifar10_jpeg_q75.npz
+# names; the smp wheel).
 # What comes back from the device tool is a few files: PACK=FILE.tar.gz packs $OUT into one after every step.
-# The fine-tune step needs segmentation-models-pytorch, which the machines lack: carry its wheel in .whl
-# (see zoo_session.sh).
 #
 #   PACK=$OUT/session.tar.gz OUT=/tmp/session REPEAT=80 CIFAR=.data/cifar10_jpeg_q75.npz bash benchmarks/gpu_session.sh
 #   (PACK first: it names the device tool's $OUT, before OUT is set to the work folder)
@@ -92,6 +89,8 @@ step model_b_eager $PY benchmarks/pretrain_throughput.py "${B[@]}" --methods all
 # where ViT-B's step time goes (25% MFU, no gain from compiling on the first H200 lease)
 CAP=60 step profile_b $PY benchmarks/profile_step.py "${B[@]}" --methods mae --fused-adamw --out "$OUT/profile.jsonl"
 step model_t_eager $PY benchmarks/pretrain_throughput.py "${T[@]}" --methods all --out "$OUT/model.jsonl"
+# the zoo's model: 0.89 GFLOP an image makes a step of batch 1024 about 1 ms of matmuls, yet it took 33 ms
+CAP=60 step profile_t $PY benchmarks/profile_step.py "${T[@]}" --methods mae --fused-adamw --out "$OUT/profile.jsonl"
 step e2e_jpeg_b $PY benchmarks/data_throughput.py --data benchmarks/jpegs --method mae --arch $ARCH_B \
   "${DATA[@]}" "${E2E_B[@]}" --out "$OUT/e2e.jsonl"
 step e2e_cifar_t $PY benchmarks/data_throughput.py --data "$CIFAR" --method mae --arch vit_tiny_patch4_32 \
@@ -102,6 +101,8 @@ CAP=90 step finetune_cifar_t $PY -m mimzoo finetune random:vit_tiny_patch4_32 --
 step model_b_fused $PY benchmarks/pretrain_throughput.py "${B[@]}" --methods mae --no-peer --fused-adamw \
   --out "$OUT/model.jsonl"
 CAP=120 step profile_b_compiled $PY benchmarks/profile_step.py "${B[@]}" --methods mae --compile --fused-adamw \
+  --out "$OUT/profile.jsonl"
+CAP=90 step profile_t_compiled $PY benchmarks/profile_step.py "${T[@]}" --methods mae --compile --fused-adamw \
   --out "$OUT/profile.jsonl"
 step model_t_compiled $PY benchmarks/pretrain_throughput.py "${T[@]}" --methods all --compile --out "$OUT/model.jsonl"
 step e2e_cifar_t_compiled $PY benchmarks/data_throughput.py --data "$CIFAR" --method mae --arch vit_tiny_patch4_32 \

@@ -9,13 +9,10 @@
 # files of the stages done: commit them) and weights-NAME.tar.NN (the encoders pretrained in this call, in parts:
 # keep them under .zoo/ and carry the export folder to the lease that evaluates it).
 #
-# Here, once (.data/ and .whl/ are ignored):
-#   python benchmarks/carry_pack.py squeeze ../shared/data/cifar10_jpeg_q75.npz .data/cifar10_jpeg_q75.carry.npz
-#                                    # 18 MB instead of 56: the same arrays, expanded there by device_setup.sh
-#   pip download --no-deps --only-binary=:all: -d .whl segmentation-models-pytorch==0.6.0
-#                                    # the GPU machines lack smp, which every downstream command imports
-# There: run(carry=[".data/cifar10_jpeg_q75.carry.npz", ".whl"] + the export folder of an entry pretrained in an earlier lease, e.g.
-#   ".zoo/mae-vit-tiny-p4-cifar10/seed0/pretrain/export", so that this lease evaluates it):
+# Here, once: bash benchmarks/prepare_carry.sh (the CIFAR-10 pack squeezed to 18 MB, expanded there by
+# device_setup.sh to the same arrays; the wheel of segmentation-models-pytorch, which those machines lack).
+# There: run(carry=[".data/cifar10_jpeg_q75.carry.npz", ".whl"] + the export folder of an entry pretrained in an
+#   earlier lease, e.g. ".zoo/mae-vit-tiny-p4-cifar10/seed0/pretrain/export", so that this lease evaluates it):
 #   SEED=0 ENTRY=mae-vit-tiny-p4-cifar10 bash benchmarks/zoo_session.sh
 #   DATA_DEVICE=gpu ...            # pretraining's views made on the GPU (CIFAR stays there)
 #   NO_BASELINES=1 ...             # the entry alone; a later call's plain one runs the random-init baselines
