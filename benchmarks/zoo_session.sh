@@ -16,8 +16,9 @@
 #   SEED=0 ENTRY=mae-vit-tiny-p4-cifar10 bash benchmarks/zoo_session.sh
 #   DATA_DEVICE=gpu ...            # pretraining's views made on the GPU (CIFAR stays there)
 #   NO_BASELINES=1 ...             # the entry alone; a later call's plain one runs the random-init baselines
-# Here, after each call:
-#   python benchmarks/zoo_carry.py receive FILES_AT benchmarks/results/zoo .zoo && git add benchmarks/results/zoo
+# Here, after each call (the cards and headline numbers of the entries done so far, then commit them):
+#   python benchmarks/zoo_carry.py receive FILES_AT benchmarks/results/zoo .zoo
+#   mimzoo zoo report --root benchmarks/results/zoo --cards-dir model_cards --results-file mimzoo/zoo_results.json
 # A CPU check (MAE took 11 min on 2 cores; a smoke build starts empty: zoo build refuses to mix smoke and real):
 #   mkdir -p /tmp/sample && cp mimzoo/data/sample/cifar10_sample.npz /tmp/sample/cifar10_jpeg_q75.npz
 #   SMOKE=1 DATA=/tmp/sample ROOT=/tmp/zoo ENTRY=... OUT=/tmp/z bash benchmarks/zoo_session.sh
