@@ -8,11 +8,10 @@
 #
 # What travels to the machine is at most 64 MiB: benchmarks/prepare_carry.sh makes what is carried (the JPEG folder,
 # 309 files that REPEAT=80 copies there so that an epoch of 96 batches of 256 holds the 16 warm-up and 64 timed ones;
-# the CIFAR-10 pack squeezed to 18 MB, which device_setup.sh expands there and CIFAR=.data/cifar10_jpeg_q75.npz
-# names; the smp wheel).
+# the CIFAR-10 pack compressed to 18 MB in .carry/, the default CIFAR there; the smp wheel).
 # What comes back from the device tool is a few files: PACK=FILE.tar.gz packs $OUT into one after every step.
 #
-#   PACK=$OUT/session.tar.gz OUT=/tmp/session REPEAT=80 CIFAR=.data/cifar10_jpeg_q75.npz bash benchmarks/gpu_session.sh
+#   PACK=$OUT/session.tar.gz OUT=/tmp/session REPEAT=80 bash benchmarks/gpu_session.sh
 #   (PACK first: it names the device tool's $OUT, before OUT is set to the work folder)
 set -u
 cd "$(dirname "$0")/.."
@@ -22,7 +21,7 @@ PY=${PY:-python}
 SHARED=${SHARED:-$([[ -d ../shared/data ]] && echo ../shared/data || echo shared/data)}  # CamVid, photos, CIFAR
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD:$PWD/cli${PYTHONPATH:+:$PYTHONPATH}"
-source benchmarks/device_setup.sh  # carried wheels and squeezed packs
+source benchmarks/device_setup.sh  # the carried wheels
 start=$(date +%s)
 
 step() {  # step NAME CMD...: run with the time that is left (at most $CAP s when set), log to $OUT/NAME.log
@@ -56,7 +55,7 @@ else
   B=(--arch $ARCH_B --batch 256)
   T=(--arch vit_tiny_patch4_32 --batch 1024)
   JPEGS=(); DATA=(--batches 64 --workers 16); E2E_B=(--batch 256); E2E_T=(--batch 1024)
-  CIFAR=${CIFAR:-$SHARED/cifar10_jpeg_q75.npz}
+  CIFAR=${CIFAR:-$([[ -e .carry/cifar10_jpeg_q75.npz ]] && echo .carry || echo "$SHARED")/cifar10_jpeg_q75.npz}
   PRETRAIN=(--epochs 100 --warmup-epochs 10 --batch-size 512 --workers 16)  # the official CIFAR recipe's
   FINETUNE=(--epochs 100 --warmup-epochs 5 --batch-size 128 --workers 16)  # the zoo's (zoo_build.EVALS)
 fi

@@ -8,7 +8,6 @@ import runpy
 import sys
 
 from conftest import REPO, TINY_ARCH
-from mimzoo.data.sources import BUILTIN_SAMPLE
 from mimzoo.methods import METHODS
 
 
@@ -50,47 +49,3 @@ def test_the_step_profile_splits_the_time_by_kind(monkeypatch, tmp_path):
         assert abs(sum(line["share"].values()) - 1) < 0.01 and line["share"]["matmul"] > 0
         assert len(line["top"]) == 3
 
-
-def run_script(monkeypatch, script: str, *args: str) -> None:
-    monkeypatch.setattr(sys, "argv", [script, *args])
-    runpy.run_path(str(REPO / "benchmarks" / script), run_name="__main__")
-
-
-def test_a_pack_squeezed_for_the_carry_expands_to_the_same_arrays(monkeypatch, tmp_path):
-    import io
-
-    import numpy as np
-    import pytest
-    from PIL import Image
-
-    def encoded(fmt: str, **options) -> bytes:
-        buffer = io.BytesIO()
-        Image.new("RGB", (8, 8), (200, 30, 90)).save(buffer, fmt, **options)
-        return buffer.getvalue()
-
-    with np.load(BUILTIN_SAMPLE) as sample:
-        arrays = {key: sample[key] for key in sample.files}
-    # beside the sample's JPEGs: an image of other tables, a PNG (no JPEG header) and a split with a gap in its bytes
-    extra = [encoded("JPEG", quality=20), encoded("PNG")]
-    arrays["odd_jpeg"] = np.frombuffer(b"".join(extra), np.uint8)
-    arrays["odd_offsets"] = np.cumsum([0, *map(len, extra)])
-    arrays["gap_jpeg"], arrays["gap_offsets"] = arrays["odd_jpeg"], np.array([0, len(extra[0])])
-    original = tmp_path / "pack.npz"
-    np.savez(original, **arrays)
-    squeezed, expanded = tmp_path / "pack.carry.npz", tmp_path / "again.npz"
-    run_script(monkeypatch, "carry_pack.py", "squeeze", str(original), str(squeezed))
-    run_script(monkeypatch, "carry_pack.py", "expand", str(squeezed), str(expanded))
-    assert squeezed.stat().st_size < 0.6 * original.stat().st_size  # the sample's headers, kept once
-    with np.load(expanded) as again:
-        assert sorted(again.files) == sorted(arrays)
-        for key, array in arrays.items():
-            assert again[key].dtype == array.dtype and np.array_equal(again[key], array), key
-
-    with np.load(squeezed) as packed:
-        damaged = {key: packed[key].copy() for key in packed.files}
-    damaged["train_jpeg_scans"][100] ^= 1
-    np.savez(tmp_path / "damaged.npz", **damaged)
-    with pytest.raises(SystemExit, match="train_jpeg differ"):
-        run_script(monkeypatch, "carry_pack.py", "expand", str(tmp_path / "damaged.npz"), str(tmp_path / "x.npz"))
-    assert not (tmp_path / "x.npz").exists() and sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        ["pack.npz", "pack.carry.npz", "again.npz", "damaged.npz"])

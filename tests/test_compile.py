@@ -73,3 +73,20 @@ def test_the_fused_adamw_of_gpu_runs_takes_the_plain_ones_steps():
         torch.testing.assert_close(b, a, rtol=0, atol=1e-6, msg=lambda text, name=name: f"{name}: {text}")
     moved = max((a - c).abs().max() for a, c in zip(plain.parameters(), start.parameters(), strict=True))
     assert moved > 1e-3  # it trained
+
+
+def test_a_resumed_run_keeps_its_own_adamw_kernel():
+    """A checkpoint's optimizer groups carry the kernel of the run that saved it: a GPU run resuming one saved on a
+    CPU (or before the fused kernel) would step unfused, and the reverse would ask a CPU for the GPU's choice."""
+    from mimzoo.engine.optim import adamw, load_optimizer_state
+
+    model = torch.nn.Linear(4, 2)
+    plain = adamw(model.parameters(), 1e-3, torch.device("cpu"))
+    model(torch.randn(3, 4)).sum().backward()
+    plain.step()
+    fused = adamw(model.parameters(), 1e-3, torch.device("cuda"))  # as a GPU run builds it (here on CPU tensors)
+    load_optimizer_state(fused, plain.state_dict())
+    assert all(group["fused"] for group in fused.param_groups) and fused.state_dict()["state"][0]["step"] == 1
+    fused.step()  # torch's CPU build of the fused kernel takes it
+    load_optimizer_state(plain, fused.state_dict())
+    assert not any(group["fused"] for group in plain.param_groups)

@@ -217,7 +217,8 @@ def test_the_camvid_chain_segments_on_the_test_split_beside_a_random_init_dpt(zo
 
 def test_an_entry_built_over_two_leases_takes_its_encoder_and_records_across(zoo_setup, monkeypatch, tmp_path):
     """benchmarks/zoo_carry.py: a lease that pretrains and is stopped in a fine-tune sends back its records, the small
-    files of the stages done and the encoder in parts; the next lease, given those, evaluates the same encoder."""
+    files of the stages done and the encoder in parts; what did not all come back changes nothing here; the next
+    lease, given the rest, evaluates the same encoder and sends none back."""
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     import zoo_carry
 
@@ -235,8 +236,8 @@ def test_an_entry_built_over_two_leases_takes_its_encoder_and_records_across(zoo
         zoo_build.ZooBuild(lease1).run([ENTRY])
     returned, export = tmp_path / "returned", Path(ENTRY) / "seed0" / "pretrain" / "export"
     encoder = (lease1.root / export / "model.safetensors").read_bytes()
-    zoo_carry.send(lease1.root, returned, ENTRY, known=None, part_bytes=len(encoder) // 3)
-    parts = sorted(p.name for p in returned.glob("weights-*"))
+    zoo_carry.send(lease1.root, returned, ENTRY, carried=None, part_bytes=len(encoder) // 3)
+    parts = sorted(p.name for p in returned.glob("weights-*.tar.*"))
     assert parts == [f"weights-{ENTRY}.tar.{i:02d}" for i in range(len(parts))] and len(parts) >= 4
     with tarfile.open(returned / f"zoo-{ENTRY}.tar.gz") as tar:
         sent = tar.getnames()
@@ -246,10 +247,43 @@ def test_an_entry_built_over_two_leases_takes_its_encoder_and_records_across(zoo
     assert not any(name.endswith((".safetensors", ".pt")) for name in sent)
 
     committed, weights = tmp_path / "committed", tmp_path / "weights"
+    (weights / export).mkdir(parents=True)
+    (weights / export / "model.safetensors").write_bytes(b"an earlier copy")
+
+    def received_nothing() -> None:
+        assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()
+                      and not p.is_relative_to(returned) and not p.is_relative_to(lease1.root)
+                      and not p.is_relative_to(zoo_setup.data_dir)) == [
+            f"weights/{export.as_posix()}/model.safetensors"]
+        assert (weights / export / "model.safetensors").read_bytes() == b"an earlier copy"
+
+    last = returned / parts[-1]
+    data = last.read_bytes()
+    last.unlink()  # the device tool left a file out
+    with pytest.raises(SystemExit, match=f"{parts[-1]} did not come back; nothing was received"):
+        zoo_carry.receive(returned, committed, weights)
+    received_nothing()
+    last.write_bytes(data)
+    middle = returned / parts[1]
+    good = middle.read_bytes()
+    middle.write_bytes(good[:100] + bytes([good[100] ^ 1]) + good[101:])  # or one came back damaged
+    with pytest.raises(SystemExit, match="does not match its checksum; nothing was received"):
+        zoo_carry.receive(returned, committed, weights)
+    received_nothing()
+    middle.write_bytes(good)
+    small = returned / f"zoo-{ENTRY}.tar.gz"
+    whole = small.read_bytes()
+    small.write_bytes(whole[: len(whole) // 2])  # or cut short
+    with pytest.raises(SystemExit, match=f"zoo-{ENTRY}.tar.gz does not unpack .*nothing was received"):
+        zoo_carry.receive(returned, committed, weights)
+    received_nothing()
+    small.write_bytes(whole)
     zoo_carry.receive(returned, committed, weights)
     assert (weights / export / "model.safetensors").read_bytes() == encoder
     assert sorted(p.relative_to(weights).as_posix() for p in weights.rglob("*") if p.is_file()) == [
         f"{export.as_posix()}/model.safetensors"]
+    assert sorted(p.relative_to(committed).as_posix() for p in committed.rglob("*") if p.is_file()) == sorted(sent)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["committed", "data", "lease1", "returned", "weights"]
     # without the encoder, the next lease says what to carry, never pretrains it again
     lease2 = replace(lease1, root=tmp_path / "lease2")
     shutil.copytree(committed, lease2.root)
@@ -258,6 +292,8 @@ def test_an_entry_built_over_two_leases_takes_its_encoder_and_records_across(zoo
         zoo_build.ZooBuild(lease2).run([ENTRY])
     # with it (zoo_session.sh: the carried export folder, then the committed files beside it), the fine-tune runs
     shutil.copytree(weights, lease2.root, dirs_exist_ok=True)
+    carried = tmp_path / "carried.txt"
+    carried.write_text("\n".join(p.as_posix() for p in zoo_carry.encoders(lease2.root)))
     monkeypatch.setattr(zoo_build, "run_finetune", real_finetune)
     monkeypatch.setattr(zoo_build, "pretrain", lambda *a, **k: pytest.fail("pretrained again"))
     zoo_build.ZooBuild(lease2).run([ENTRY])
@@ -265,8 +301,6 @@ def test_an_entry_built_over_two_leases_takes_its_encoder_and_records_across(zoo
     assert all(state[f"{ENTRY}/seed0/{key}"]["done"] for key in ("pretrain", "knn", "finetune"))
     assert ("finetune", "test") in {(r["task"], r["split"])
                                     for r in json.loads((lease2.root / export / "mimzoo.json").read_text())["results"]}
-    # a later send of that lease has no new encoder to send
-    known = tmp_path / "known.txt"
-    known.write_text("\n".join(p.as_posix() for p in zoo_carry.encoders(lease2.root)))
-    zoo_carry.send(lease2.root, tmp_path / "returned2", ENTRY, known=known)
+    # the encoder came with the tree: not sent back
+    zoo_carry.send(lease2.root, tmp_path / "returned2", ENTRY, carried=carried)
     assert [p.name for p in (tmp_path / "returned2").iterdir()] == [f"zoo-{ENTRY}.tar.gz"]

@@ -12,3 +12,12 @@ import torch
 
 def adamw(params: Iterable[Any], lr: float, device: torch.device, **options: Any) -> torch.optim.AdamW:
     return torch.optim.AdamW(params, lr=lr, fused=True if device.type == "cuda" else None, **options)
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """``optimizer.load_state_dict`` that keeps this run's kernel: the saved groups carry the choice of the run that
+    saved them (a CPU run's, or one from before the fused kernel), which would otherwise replace it."""
+    kernel = {key: optimizer.defaults[key] for key in ("fused", "foreach") if key in optimizer.defaults}
+    optimizer.load_state_dict(state)
+    for group in optimizer.param_groups:
+        group.update(kernel)

@@ -40,7 +40,7 @@ from mimzoo.engine.defaults import resolve_warmup
 from mimzoo.engine.distributed import DistContext
 from mimzoo.engine.init_from import init_from
 from mimzoo.engine.metrics_log import METRICS, append_metrics, truncate_metrics
-from mimzoo.engine.optim import adamw
+from mimzoo.engine.optim import adamw, load_optimizer_state
 from mimzoo.engine.outputs import writable_folder
 from mimzoo.engine.report import Reporter, for_rank
 from mimzoo.engine.schedule import warmup_cosine
@@ -206,7 +206,7 @@ class _Trainer:
         state = load_checkpoint(self.run_dir / CHECKPOINT, self.ctx.device, CHECKPOINT_KEYS)
         self._check_same_batch(state["config"], len(state["rng"]))
         self.method.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.optimizer, state["optimizer"])
         fresh = self.scheduler.state_dict()
         if all(state["scheduler"].get(k) == fresh[k] for k in ("t_initial", "warmup_t", "lr_min")):
             self.scheduler.load_state_dict(state["scheduler"])

@@ -31,6 +31,7 @@ from mimzoo.engine.atomic import atomic_path
 from mimzoo.engine.checkpoint import CHECKPOINT, load_checkpoint, resumable, rng_state, save_checkpoint, set_rng_state
 from mimzoo.engine.config import MAX_LR
 from mimzoo.engine.distributed import DistContext
+from mimzoo.engine.optim import load_optimizer_state
 from mimzoo.engine.outputs import RESULTS, marked, replaceable, results_are_ours
 from mimzoo.engine.report import Reported, Reporter
 from mimzoo.engine.schedule import warmup_cosine
@@ -175,7 +176,7 @@ class SupervisedLoop:
     def _load(self) -> None:
         state = load_checkpoint(self.cfg.out / CHECKPOINT, self.ctx.device, CHECKPOINT_KEYS)
         self.module.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.optimizer, state["optimizer"])
         self.epoch, self.history = state["epoch"], state["history"]
         rng = state.get("rng", [])  # older checkpoints have none: the run continues, not bit-exactly
         if len(rng) == self.ctx.world_size:  # the augmentations, Mixup and drop path continue exactly
