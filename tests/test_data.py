@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -109,3 +111,32 @@ def test_corrupt_images_are_skipped_and_reported(tmp_path, image_folder):
     results = [ds[0, i] for i in range(4)]
     assert [bad for _, bad in results] == [-1, 1, 2, -1]
     assert all(view.shape == (3, 32, 32) for view, _ in results)
+
+
+STOPPED_WORKERS = """
+import os, signal, time, torch
+from torch.utils.data import DataLoader
+from mimzoo.data.loader import worker_stops_quietly
+loader = DataLoader(torch.arange(64.0).view(16, 4), batch_size=4, num_workers=2, persistent_workers=True,
+                    worker_init_fn=worker_stops_quietly)
+batches = iter(loader)
+next(batches), next(batches)  # each worker has sent a tensor through shared memory
+for worker in batches._workers:
+    os.kill(worker.pid, signal.SIGTERM)  # as a scheduler's stop reaches the whole process group
+    worker.join(10)
+print([worker.exitcode for worker in batches._workers])
+"""
+
+
+def test_workers_stopped_by_sigterm_leave_no_temp_folder(tmp_path):
+    """Each loader worker that sends a tensor makes a temp folder (pymp-*, torch's file-descriptor sharing) that a
+    normal exit removes; the quiet SIGTERM exit removes it too, and leaves its parent's alone."""
+    import subprocess
+    import sys
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    done = subprocess.run([sys.executable, "-c", STOPPED_WORKERS], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "TMPDIR": str(temp)})
+    assert done.returncode == 0 and done.stdout.strip() == "[0, 0]", done.stderr
+    assert sorted(p.name for p in temp.iterdir()) == []

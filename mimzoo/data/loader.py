@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import shutil
 import signal
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
@@ -145,8 +147,22 @@ class ResumableSampler(DistributedSampler):
 def worker_stops_quietly(worker_id: int) -> None:
     """A loader's ``worker_init_fn``: on SIGTERM (a scheduler's stop, ``timeout``, sent to the whole process group;
     or the loader's own shutdown) a worker ends at once with status 0, leaving the report to the main process, which
-    stops cleanly; killed by the signal, workers would end the run with a worker-killed traceback."""
-    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    stops cleanly; killed by the signal, workers would end the run with a worker-killed traceback. The temp folder
+    the worker made (pymp-*: torch shares tensors through a socket there) goes with it, as at a normal exit, whose
+    finalizers an immediate exit skips (running them could block on a queue the main process no longer reads)."""
+    inherited = _multiprocessing_temp_dir()  # a forked worker starts with its parent's, which is not its to remove
+
+    def stop(*_) -> None:
+        own = _multiprocessing_temp_dir()
+        if own is not None and own != inherited:
+            shutil.rmtree(own, ignore_errors=True)
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
+def _multiprocessing_temp_dir() -> str | None:
+    return multiprocessing.current_process()._config.get("tempdir")  # where multiprocessing.util.get_temp_dir keeps it
 
 
 def make_loader(dataset: Dataset, sampler: ResumableSampler, batch_size: int, workers: int,
