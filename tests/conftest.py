@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import struct
 import subprocess
@@ -139,6 +140,17 @@ def assert_plain_timm_loads(export: Path) -> None:
     with torch.no_grad():
         features = model(torch.zeros(1, 3, *model.patch_embed.img_size))
     assert features.shape == (1, model.num_features) and torch.isfinite(features).all()
+
+
+def torchrun(*args: object, cwd: Path) -> subprocess.CompletedProcess:
+    """``mimzoo ARGS`` in 2 CPU processes under torchrun, run from ``cwd``. torchrun keeps its logs in a temp folder of
+    its own (torchelastic_*), which goes beside ``cwd`` in pytest's base folder rather than in the machine's /tmp."""
+    temp = cwd.parent / f"{cwd.name}-torchrun-tmp"
+    temp.mkdir(exist_ok=True)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "mimzoo",
+           *map(str, args)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(temp)}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=cwd, env=env)
 
 
 def run_python(code: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:

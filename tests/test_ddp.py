@@ -1,24 +1,19 @@
 """torchrun with 2 CPU processes (gloo): DDP trains, replicas stay identical, only rank 0 writes files."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 
-from conftest import TINY_ARCH
+from conftest import TINY_ARCH, torchrun
 
 
 @pytest.mark.slow
 def test_torchrun_two_process_gloo(image_folder, tmp_path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "mimzoo",
-           "pretrain", "--data", str(image_folder), "--arch", TINY_ARCH, "--out", str(out), "--batch-size", "4",
-           "--accum", "2", "--epochs", "2", "--warmup-epochs", "1", "--workers", "0", "--log-every", "1"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    result = torchrun("pretrain", "--data", image_folder, "--arch", TINY_ARCH, "--out", out, "--batch-size", "4",
+                      "--accum", "2", "--epochs", "2", "--warmup-epochs", "1", "--workers", "0", "--log-every", "1",
+                      cwd=tmp_path)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "effective batch 4 x accum 2 x 2 processes = 16" in output
@@ -36,11 +31,8 @@ def test_torchrun_two_process_gloo(image_folder, tmp_path):
 @pytest.mark.slow
 def test_torchrun_two_process_finetune(finished_run, image_folder, tmp_path):
     out, export = tmp_path / "ft", shutil.copytree(finished_run[0] / "export", tmp_path / "export")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "mimzoo",
-           "finetune", str(export), "--data", str(image_folder), "--val-fraction", "0.25",
-           "--epochs", "1", "--warmup-epochs", "0", "--batch-size", "4", "--workers", "0", "--out", str(out)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    result = torchrun("finetune", export, "--data", image_folder, "--val-fraction", "0.25", "--epochs", "1",
+                      "--warmup-epochs", "0", "--batch-size", "4", "--workers", "0", "--out", out, cwd=tmp_path)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert output.count("val-carve top-1") == 1  # rank 0 alone reports

@@ -2,17 +2,14 @@
 
 import hashlib
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 from test_pretrain_cli import error_line
 
-from conftest import TINY_ARCH, tiny_pretrain_args
+from conftest import TINY_ARCH, tiny_pretrain_args, torchrun
 from mimzoo.archs import get_arch
 from mimzoo.engine.config import PretrainConfig
 from mimzoo.engine.distributed import DistContext
@@ -142,11 +139,8 @@ def test_resume_wins_over_init_from(finished_run, cli, tmp_path):
 def test_torchrun_processes_start_from_the_same_weights(finished_run, image_folder, tmp_path):
     export = finished_run[0] / "export"
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "mimzoo",
-           *map(str, tiny_pretrain_args(image_folder, out, "--batch-size", "12", "--blr", "1e-30",
-                                        "--init-from", export))]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    result = torchrun(*tiny_pretrain_args(image_folder, out, "--batch-size", "12", "--blr", "1e-30", "--init-from",
+                                          export), cwd=tmp_path)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert output.count("the whole mae pretrainer") == 1 and "weights identical on all 2 processes" in output
