@@ -96,9 +96,11 @@ def lowpass_mask(height: int, width: int, radius: float, device: torch.device) -
     (5024 bins at 224 px / r = 40, 112 at 32 px / r = 40 * 32 / 224): frequencies f and -f can fall on opposite
     sides of it, and the filtered image is complex, which is why the reference keeps its modulus.
     """
-    rows = torch.arange(height, dtype=torch.float64) - (height - 1) / 2  # built in fp64 on the CPU, as the
-    cols = torch.arange(width, dtype=torch.float64) - (width - 1) / 2  # reference's Python floats, then moved
-    return (rows[:, None] ** 2 + cols[None, :] ** 2 <= radius**2).float().to(device)
+    # fp64, as the reference's Python floats: half-integers and their squares are exact there, on any device; made
+    # on the device, so a compiled step (which builds it in its graph) copies nothing from the host
+    rows = torch.arange(height, dtype=torch.float64, device=device) - (height - 1) / 2
+    cols = torch.arange(width, dtype=torch.float64, device=device) - (width - 1) / 2
+    return (rows[:, None] ** 2 + cols[None, :] ** 2 <= radius**2).float()
 
 
 def lowpass_filter(images: torch.Tensor, radius: float) -> torch.Tensor:

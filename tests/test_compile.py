@@ -21,6 +21,21 @@ from mimzoo.methods import METHODS, get_method, resolve_defaults, view_size
 ARCH = replace(get_arch(TINY_ARCH), model_args={**get_arch(TINY_ARCH).model_args, "depth": 8})
 
 
+FACTORIES = {"arange", "tensor", "full", "zeros", "ones", "empty", "linspace", "eye", "rand", "randn", "randint",
+             "randperm"}
+
+
+def host_work(graph: torch.fx.Graph) -> list[str]:
+    """Nodes of a dynamo graph that make a tensor without naming its device, or move one between devices: on a GPU
+    both are host work in every compiled step (a CPU kernel, then a copy to the device), which the eager step's
+    cached device constants do not do."""
+    return [node.format_node() for node in graph.nodes
+            if (node.op == "call_function" and getattr(node.target, "__name__", "") in FACTORIES
+                and "device" not in node.kwargs)
+            or (node.op == "call_method" and node.target in ("to", "cuda", "cpu")
+                and any(isinstance(a, (str, torch.device)) for a in (*node.args[1:], *node.kwargs.values())))]
+
+
 @pytest.mark.filterwarnings("error::UserWarning")  # dynamo's warnings, e.g. of a cache it traces through
 @pytest.mark.parametrize("method", list(METHODS))
 def test_the_compiled_forward_is_one_graph_with_eagers_loss_and_gradients(method):
@@ -33,13 +48,20 @@ def test_the_compiled_forward_is_one_graph_with_eagers_loss_and_gradients(method
     compiled = copy.deepcopy(eager)
     size = view_size(ARCH, cfg)
     views = torch.randn(4, 3, size, size, generator=torch.Generator().manual_seed(1))
+    graphs = []
+
+    def aot_eager_noting_the_graph(gm, inputs):
+        graphs.append(gm.graph)
+        return torch._dynamo.lookup_backend("aot_eager")(gm, inputs)
+
     losses = []
-    for model in (eager, torch.compile(compiled, backend="aot_eager", fullgraph=True)):
+    for model in (eager, torch.compile(compiled, backend=aot_eager_noting_the_graph, fullgraph=True)):
         torch.manual_seed(2)  # the same masks
         loss = model(views).loss
         loss.backward()
         losses.append(loss.item())
     assert losses[1] == pytest.approx(losses[0], rel=1e-6)
+    assert len(graphs) == 1 and host_work(graphs[0]) == []
     for (name, p), q in zip(eager.named_parameters(), compiled.parameters(), strict=True):
         if p.grad is not None:
             torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-7, msg=name)
