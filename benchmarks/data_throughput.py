@@ -30,7 +30,7 @@ from mimzoo.data.pipeline import view_pipeline
 from mimzoo.data.sources import open_source
 from mimzoo.data.transforms import make_view
 from mimzoo.engine.config import PretrainConfig
-from mimzoo.engine.pretrain import adamw, weight_decay_groups
+from mimzoo.engine.pretrain import pretrain_optimizer
 from mimzoo.methods import get_method, resolve_defaults, view_size
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid_360x480_jpeg95.npz"
@@ -83,7 +83,7 @@ class Trainer:
         self.size, self.crop, self.device = view_size(arch, self.cfg), self.cfg.crop, device
         self.model = spec.build(arch, self.cfg).to(device)
         self.forward = torch.compile(self.model) if compile_ else self.model
-        self.optimizer = adamw(weight_decay_groups(self.model, self.cfg), 1e-4, device)
+        self.optimizer = pretrain_optimizer(self.model, self.cfg, 1e-4, device)
 
     def step(self, images: torch.Tensor) -> None:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):

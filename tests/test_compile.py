@@ -72,16 +72,16 @@ def test_the_fused_adamw_of_gpu_runs_takes_the_plain_ones_steps():
     build of that kernel, given the same gradients, takes the default implementation's steps to float rounding,
     weight decay groups and all. (Adam turns a rounding difference in the weights into different steps for
     near-zero gradients, so both take the plain model's gradients.)"""
-    from mimzoo.engine.optim import adamw
-    from mimzoo.engine.pretrain import weight_decay_groups
+    from mimzoo.engine.pretrain import pretrain_optimizer
 
     cfg = resolve_defaults(PretrainConfig(method="mae", arch=TINY_ARCH))
     torch.manual_seed(0)
     plain = get_method("mae").build(ARCH, cfg)
     fused, start = copy.deepcopy(plain), copy.deepcopy(plain)
-    optimizers = [adamw(weight_decay_groups(plain, cfg), 1e-3, torch.device("cpu"), betas=(0.9, 0.95)),
-                  adamw(weight_decay_groups(fused, cfg), 1e-3, torch.device("cuda"), betas=(0.9, 0.95))]
+    optimizers = [pretrain_optimizer(plain, cfg, 1e-3, torch.device("cpu")),
+                  pretrain_optimizer(fused, cfg, 1e-3, torch.device("cuda"))]
     assert not optimizers[0].defaults["fused"] and optimizers[1].defaults["fused"]
+    assert all(optimizer.defaults["betas"] == (0.9, 0.95) for optimizer in optimizers)  # MAE's
     views = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     for step in range(3):
         torch.manual_seed(step)

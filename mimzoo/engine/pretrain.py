@@ -117,6 +117,12 @@ def weight_decay_groups(model: torch.nn.Module, cfg: PretrainConfig) -> list[dic
     return param_groups_weight_decay(model, cfg.weight_decay, no_weight_decay_list=cfg.no_weight_decay)
 
 
+def pretrain_optimizer(model: torch.nn.Module, cfg: PretrainConfig, lr: float,
+                       device: torch.device) -> torch.optim.AdamW:
+    """MAE's AdamW(0.9, 0.95) over ``weight_decay_groups`` (fused on a GPU), as every pretraining steps."""
+    return adamw(weight_decay_groups(model, cfg), lr, device, betas=(0.9, 0.95))
+
+
 def _check_fresh_folder(out: Path) -> None:
     """A new run may start where one died before its first checkpoint (its config.json and metrics log are mimzoo's
     and start again), but never over a config.json or metrics log that mimzoo did not write."""
@@ -180,8 +186,7 @@ class _Trainer:
         self.method: Pretrainer = spec.build(arch, cfg).to(ctx.device)
         if cfg.init_from and not (self.run_dir / CHECKPOINT).exists():
             reporter.message(init_from(ctx, self.method, cfg))
-        self.optimizer = adamw(weight_decay_groups(self.method, cfg), self.schedule.lr, ctx.device,
-                               betas=(0.9, 0.95))  # MAE's
+        self.optimizer = pretrain_optimizer(self.method, cfg, self.schedule.lr, ctx.device)
         self.scheduler = warmup_cosine(self.optimizer, cfg.epochs, cfg.warmup_epochs,
                                        self.schedule.steps_per_epoch, cfg.min_lr)
         self.step, self.skipped, self.saved_step = 0, 0, 0
