@@ -24,7 +24,6 @@ unpacked and every encoder matches its checksum: a part that did not come back c
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import os
 import shutil
@@ -33,6 +32,7 @@ import tarfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from mimzoo.engine.init_from import sha256_of
 from mimzoo.engine.zoo_build import STAGES, read_stages
 from mimzoo.hub.layout import WEIGHTS
 
@@ -54,14 +54,6 @@ def small_files(root: Path) -> list[Path]:
                   and (path.is_relative_to(root / STAGES) or not any(path.is_relative_to(u) for u in unfinished)))
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def send(root: Path, out: Path, name: str, carried: Path | None, part_bytes: int = PART_BYTES) -> None:
     out.mkdir(parents=True, exist_ok=True)
     archive = out / f"zoo-{name}.tar.gz"
@@ -79,7 +71,7 @@ def send(root: Path, out: Path, name: str, carried: Path | None, part_bytes: int
                 print(f"{path} ({size:,} bytes) does not fit what comes back: build one seed a call", file=sys.stderr)
                 continue
             tar.add(root / path, path.as_posix())
-            sent.append(f"{sha256(root / path)}  {path.as_posix()}")
+            sent.append(f"{sha256_of(root / path)}  {path.as_posix()}")
             room -= size
     if not sent:
         return
@@ -140,7 +132,7 @@ def receive(returned: Path, committed: Path, weights: Path) -> None:
             unpack(io.BytesIO(b"".join(part.read_bytes() for part in parts)), big, name)
             for line in lines:
                 digest, path = line.split("  ", 1)
-                if not (big / path).is_file() or sha256(big / path) != digest:
+                if not (big / path).is_file() or sha256_of(big / path) != digest:
                     raise SystemExit(f"{path} of {name} does not match its checksum; nothing was received, run the "
                                      "call again")
         commit(small, committed)
