@@ -153,10 +153,11 @@ def torchrun(*args: object, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=cwd, env=env)
 
 
-def run_python(code: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run code in a fresh interpreter (used to prove plain timm needs no mimzoo import)."""
+def run_python(code: str, *args: str, timeout: float = 120, env: dict[str, str] | None = None
+               ) -> subprocess.CompletedProcess:
+    """Run code in a fresh interpreter (e.g. to prove plain timm needs no mimzoo import), in ``env`` if given."""
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout,
-                          cwd=tempfile.gettempdir())
+                          cwd=tempfile.gettempdir(), env=env)
 
 
 def official_side_by_side_loss(model: torch.nn.Module, batch: int = 4, size: int = 32) -> torch.Tensor:

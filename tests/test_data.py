@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import run_python
 from mimzoo.data.loader import ResumableSampler, ViewDataset, make_loader
 from mimzoo.data.sources import ImageFolderSource, NpzPackSource, open_source
 from mimzoo.data.transforms import RandomResizedCropFlip, rrc_box
@@ -114,9 +115,11 @@ def test_corrupt_images_are_skipped_and_reported(tmp_path, image_folder):
 
 
 STOPPED_WORKERS = """
-import os, signal, time, torch
+import os, signal, torch
+from multiprocessing.util import get_temp_dir
 from torch.utils.data import DataLoader
 from mimzoo.data.loader import worker_stops_quietly
+parents = get_temp_dir()  # made before the fork: the workers inherit it, and must leave it
 loader = DataLoader(torch.arange(64.0).view(16, 4), batch_size=4, num_workers=2, persistent_workers=True,
                     worker_init_fn=worker_stops_quietly)
 batches = iter(loader)
@@ -124,19 +127,15 @@ next(batches), next(batches)  # each worker has sent a tensor through shared mem
 for worker in batches._workers:
     os.kill(worker.pid, signal.SIGTERM)  # as a scheduler's stop reaches the whole process group
     worker.join(10)
-print([worker.exitcode for worker in batches._workers])
+print([worker.exitcode for worker in batches._workers], os.path.isdir(parents))
 """
 
 
 def test_workers_stopped_by_sigterm_leave_no_temp_folder(tmp_path):
     """Each loader worker that sends a tensor makes a temp folder (pymp-*, torch's file-descriptor sharing) that a
     normal exit removes; the quiet SIGTERM exit removes it too, and leaves its parent's alone."""
-    import subprocess
-    import sys
-
     temp = tmp_path / "tmp"
     temp.mkdir()
-    done = subprocess.run([sys.executable, "-c", STOPPED_WORKERS], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "TMPDIR": str(temp)})
-    assert done.returncode == 0 and done.stdout.strip() == "[0, 0]", done.stderr
-    assert sorted(p.name for p in temp.iterdir()) == []
+    done = run_python(STOPPED_WORKERS, env={**os.environ, "TMPDIR": str(temp)})
+    assert done.returncode == 0 and done.stdout.strip() == "[0, 0] True", done.stderr
+    assert sorted(p.name for p in temp.iterdir()) == []  # the parent's went at its normal exit
